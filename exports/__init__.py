@@ -1,0 +1,1 @@
+"""Shipped models: installed as the package `tagger.exports`, found by `tagger.model`."""

@@ -1,0 +1,159 @@
+"""The model contract: what an exported ONNX model says about itself in `metadata_props`.
+
+`training/` writes it with `ModelContract.to_metadata()`, `tagger/` reads it back with
+`ModelContract.from_metadata()`, so nothing about a model is hard-coded in the tagger.
+
+Video models take input `frames`: uint8 `[N, T, H, W, 3]` RGB (normalisation happens inside the
+graph) and give `logits` or `probs` float32 `[N, K]`. A window covers `clip_len` frames taken every
+`frame_step / fps` seconds, so it spans `clip_len * frame_step / fps` seconds of video.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tagger.errors import ModelError
+
+PREFIX = "tagger."
+INPUT_NAME = "frames"
+OUTPUT_KINDS = ("logits", "probs")
+MODEL_KINDS = ("video", "audio")
+REQUIRED_KEYS = ("labels", "clip_len", "size", "resize", "fps", "frame_step", "threshold")
+DEFAULT_THRESHOLD = 0.5  # used for a label the model gives no threshold of its own
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """Everything the tagger needs to know to feed a model and read its scores."""
+
+    labels: tuple[str, ...]
+    clip_len: int  # T: frames per window
+    size: tuple[int, int]  # (H, W) of the centre crop fed to the model
+    resize: int  # short side the frame is scaled to before the centre crop
+    fps: float  # the frame rate the clip is sampled at
+    frame_step: int  # take every frame_step-th frame at `fps`
+    thresholds: Mapping[str, float]  # per-label default score threshold
+    output: str = "logits"  # "logits" (tagger applies softmax) or "probs" (used as they are)
+    kind: str = "video"
+    background: str | None = None  # the "nothing of interest" label; never stored as a tag
+    arch: str = "unknown"
+    version: str = "0"
+    train: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # other tagger.* keys, decoded JSON
+
+    @property
+    def window_seconds(self) -> float:
+        """Seconds of video one window covers."""
+        return self.clip_len * self.frame_step / self.fps
+
+    @property
+    def frame_interval(self) -> float:
+        """Seconds between two sampled frames of a window."""
+        return self.frame_step / self.fps
+
+    @property
+    def tag_labels(self) -> tuple[str, ...]:
+        """Labels that can become tags (all but the background label)."""
+        return tuple(label for label in self.labels if label != self.background)
+
+    def threshold_for(self, label: str) -> float:
+        """The model's default threshold for `label`."""
+        return float(self.thresholds.get(label, DEFAULT_THRESHOLD))
+
+    def to_metadata(self) -> dict[str, str]:
+        """The `metadata_props` strings that describe this model (JSON where structured)."""
+        props: dict[str, Any] = {
+            "labels": list(self.labels),
+            "clip_len": self.clip_len,
+            "size": list(self.size),
+            "resize": self.resize,
+            "fps": self.fps,
+            "frame_step": self.frame_step,
+            "threshold": dict(self.thresholds),
+            "output": self.output,
+            "kind": self.kind,
+            "background": self.background or "",
+            "arch": self.arch,
+            "version": self.version,
+            "train": dict(self.train),
+            **dict(self.extra),
+        }
+        return {PREFIX + key: _dump(value) for key, value in props.items()}
+
+    @classmethod
+    def from_metadata(cls, props: Mapping[str, str], source: str = "model") -> ModelContract:
+        """Parse and validate `metadata_props`; raise ModelError naming the bad key."""
+        values = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
+        missing = [k for k in REQUIRED_KEYS if k not in values]
+        if missing:
+            raise ModelError(
+                f"{source} has no tagger metadata ({', '.join(PREFIX + k for k in missing)} missing): "
+                "export it with `python -m training.export`"
+            )
+        parsed = {key: _load(key, text, source) for key, text in values.items()}
+        labels = parsed.pop("labels")
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+            raise ModelError(f"{source}: {PREFIX}labels must be a non-empty JSON list of names")
+        thresholds = parsed.pop("threshold")
+        if isinstance(thresholds, (int, float)):
+            thresholds = {label: float(thresholds) for label in labels}
+        if not isinstance(thresholds, dict):
+            raise ModelError(f"{source}: {PREFIX}threshold must be a number or a JSON object")
+        try:
+            size = tuple(int(x) for x in parsed.pop("size"))
+            contract = cls(
+                labels=tuple(labels),
+                clip_len=int(parsed.pop("clip_len")),
+                size=(size[0], size[1]),
+                resize=int(parsed.pop("resize")),
+                fps=float(parsed.pop("fps")),
+                frame_step=int(parsed.pop("frame_step")),
+                thresholds={str(k): float(v) for k, v in thresholds.items()},
+                output=str(parsed.pop("output", "logits")),
+                kind=str(parsed.pop("kind", "video")),
+                background=str(parsed.pop("background", "")) or None,
+                arch=str(parsed.pop("arch", "unknown")),
+                version=str(parsed.pop("version", "0")),
+                train=parsed.pop("train", {}) or {},
+                extra=parsed,
+            )
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ModelError(f"{source}: malformed tagger metadata ({exc})") from exc
+        contract.validate(source)
+        return contract
+
+    def validate(self, source: str = "model") -> None:
+        """Raise ModelError if the values cannot describe a usable model."""
+        problems = []
+        if self.clip_len < 1:
+            problems.append(f"{PREFIX}clip_len must be >= 1, got {self.clip_len}")
+        if min(self.size) < 1 or self.resize < min(self.size):
+            problems.append(f"{PREFIX}size {list(self.size)} must fit inside resize {self.resize}")
+        if self.fps <= 0 or self.frame_step < 1:
+            problems.append(f"{PREFIX}fps and frame_step must be positive")
+        if self.output not in OUTPUT_KINDS:
+            problems.append(f"{PREFIX}output must be one of {', '.join(OUTPUT_KINDS)}")
+        if self.kind not in MODEL_KINDS:
+            problems.append(f"{PREFIX}kind must be one of {', '.join(MODEL_KINDS)}")
+        if self.background is not None and self.background not in self.labels:
+            problems.append(f"{PREFIX}background {self.background!r} is not one of the labels")
+        if len(set(self.labels)) != len(self.labels):
+            problems.append(f"{PREFIX}labels has duplicates")
+        if problems:
+            raise ModelError(f"{source}: {problems[0]}")
+
+
+def _dump(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _load(key: str, text: str, source: str) -> Any:
+    if key in ("output", "kind", "background", "arch", "version"):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{source}: {PREFIX}{key} is not valid JSON ({exc.msg})") from exc

@@ -1,0 +1,1 @@
+"""Training side of tagger: datasets, architectures, fit/evaluate/export (needs torch)."""
