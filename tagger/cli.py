@@ -1,0 +1,208 @@
+"""The `tagger` command line: thin Typer commands that call the library and render with Rich.
+
+One error boundary (`_boundary`) turns every TaggerError into `Error: ...` on one line and its
+exit code; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tagger import errors
+from tagger.config import ScanSettings, default_workers, resolve_db, resolve_model
+from tagger.discover import DiscoveryRules
+from tagger.segments import SegmentRules
+
+app = typer.Typer(
+    help="Tag videos by content: scan folders, store per-segment tags, query them back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+_state = {"debug": False}
+
+DbOption = Annotated[Optional[str], typer.Option("--db", help="SQLite file or SQLAlchemy URL [env: TAGGER_DB; default: user data dir]")]
+ModelOption = Annotated[Optional[str], typer.Option("--model", help="Exported ONNX model [env: TAGGER_MODEL; default: shipped model]")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when usable, else CPU), cpu or cuda")]
+LabelOption = Annotated[Optional[list[str]], typer.Option("--label", "-l", help="Only these labels (repeatable)")]
+MinScoreOption = Annotated[Optional[float], typer.Option("--min-score", help="Only segments scoring at least this")]
+PathOption = Annotated[Optional[str], typer.Option("--path", help="Only videos whose path matches this glob or contains this text")]
+
+
+def _boundary(command):
+    """Run a command; map errors to one line on stderr and the documented exit codes."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except errors.TaggerError as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            err.print(f"Error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("Interrupted: finished videos are stored; run the same scan again to resume.")
+            raise typer.Exit(errors.EXIT_INTERRUPTED) from None
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if _state["debug"]:
+                traceback.print_exc()
+            err.print(f"Error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                      markup=False, highlight=False)
+            raise typer.Exit(errors.EXIT_UNEXPECTED) from None
+
+    return wrapper
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors")] = False) -> None:
+    """Tag videos by content: scan folders, store per-segment tags, query them back.
+
+    Example: tagger scan ~/videos && tagger query --label PlayingGuitar
+    """
+    _state["debug"] = debug
+
+
+@app.command()
+@_boundary
+def scan(
+    paths: Annotated[list[str], typer.Argument(help="Folders to walk and/or video files")],
+    db: DbOption = None,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    hop: Annotated[Optional[float], typer.Option(help="Seconds between window starts [default: one window]")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Score threshold for every label [default: the model's]")] = None,
+    smooth: Annotated[int, typer.Option(help="Moving-average width over windows (1 = off)")] = 1,
+    min_duration: Annotated[float, typer.Option(help="Drop segments shorter than this many seconds")] = 0.0,
+    max_gap: Annotated[int, typer.Option(help="Windows below threshold bridged inside a segment")] = 0,
+    include: Annotated[Optional[list[str]], typer.Option(help="Only paths matching this glob (repeatable)")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="Skip paths matching this glob (repeatable)")] = None,
+    hidden: Annotated[bool, typer.Option(help="Also scan hidden files and folders")] = False,
+    follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links (cycles are detected)")] = False,
+    force: Annotated[bool, typer.Option(help="Re-tag videos even when unchanged")] = False,
+    workers: Annotated[int, typer.Option(help="Decoder processes")] = default_workers(),
+    timeout: Annotated[float, typer.Option(help="Seconds a decoder may make no progress before it is killed")] = 120.0,
+    batch_size: Annotated[int, typer.Option(help="Windows per inference batch")] = 16,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table; errors only")] = False,
+    json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end")] = False,
+) -> None:
+    """Find videos under PATHS, tag them window by window, store segments in the database.
+
+    Example: tagger scan ~/videos --db tags.db
+    """
+    from tagger.pipeline import scan as run_scan
+    from tagger.progress import RichProgress, render_summary
+
+    if hop is not None and hop <= 0:
+        raise errors.UsageError(f"--hop must be positive, got {hop}")
+    settings = ScanSettings(
+        db=resolve_db(db), model=resolve_model(model), device=device, hop=hop, threshold=threshold,
+        segment_rules=SegmentRules(smooth=smooth, min_duration=min_duration, max_gap=max_gap),
+        discovery=DiscoveryRules(include=tuple(include or ()), exclude=tuple(exclude or ()), hidden=hidden,
+                                 follow_symlinks=follow_symlinks),
+        batch_size=batch_size, workers=max(1, workers), timeout=timeout, force=force,
+    )
+    show = not quiet and not json_summary
+    with RichProgress(err, enabled=show) as progress:
+        summary = run_scan(paths, settings, progress)
+    if json_summary:
+        out.print_json(json.dumps(summary.as_dict()))
+    elif not quiet:
+        render_summary(out, summary, settings.db)
+    for path, reason in summary.failed if quiet else ():
+        err.print(f"failed: {path}: {reason}", markup=False, highlight=False)
+    if summary.failed:
+        raise typer.Exit(errors.EXIT_VIDEOS_FAILED)
+
+
+@app.command()
+@_boundary
+def models(model: ModelOption = None, device: DeviceOption = "auto") -> None:
+    """Show the model a scan would use: labels, window, thresholds, providers.
+
+    Example: tagger models --model exports/default.onnx
+    """
+    from tagger.model import load_model
+    from tagger.progress import render_model
+
+    render_model(out, load_model(resolve_model(model), device))
+
+
+@app.command()
+@_boundary
+def query(
+    label: LabelOption = None,
+    min_score: MinScoreOption = None,
+    path: PathOption = None,
+    min_duration: Annotated[Optional[float], typer.Option(help="Only segments at least this many seconds long")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="At most this many rows")] = None,
+    sort: Annotated[str, typer.Option(help="path, score or time")] = "path",
+    output_format: Annotated[Optional[str], typer.Option("--format", help="table, json, csv or tsv [default: table on a terminal, else csv]")] = None,
+    db: DbOption = None,
+) -> None:
+    """List stored segments matching the filters.
+
+    Example: tagger query --label PlayingSitar --min-score 0.8
+    """
+    from tagger.reading import query_segments, render_records
+
+    records = query_segments(resolve_db(db), label, min_score, path, min_duration, limit, sort)
+    chosen = output_format or ("table" if sys.stdout.isatty() else "csv")
+    render_records(out, records, chosen)
+
+
+@app.command("export-csv")
+@_boundary
+def export_csv(
+    output: Annotated[str, typer.Option("--output", "-o", help="CSV file to write, or - for standard output")] = "-",
+    label: LabelOption = None,
+    min_score: MinScoreOption = None,
+    path: PathOption = None,
+    db: DbOption = None,
+) -> None:
+    """Write stored segments as CSV, one row per segment.
+
+    Example: tagger export-csv -o tags.csv --label PlayingGuitar
+    """
+    from tagger.reading import query_segments, write_records_csv
+
+    records = query_segments(resolve_db(db), label, min_score, path, None, None, "path")
+    count = write_records_csv(records, output)
+    if output != "-":
+        err.print(f"wrote {count} segments to {output}")
+
+
+@app.command()
+@_boundary
+def failed(db: DbOption = None) -> None:
+    """List videos whose last scan failed, with the reason.
+
+    Example: tagger failed --db tags.db
+    """
+    from tagger.reading import failed_videos
+
+    rows = failed_videos(resolve_db(db))
+    for path, reason in rows:
+        out.print(f"{path}\t{reason}", markup=False, highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Settings: defaults, environment variables (TAGGER_DB, TAGGER_MODEL) and flags, in one place.
+
+Precedence for the database and the model: the flag, else the environment variable, else the
+default (the user data directory; the model shipped in `tagger.exports`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tagger.discover import DiscoveryRules
+from tagger.segments import SegmentRules
+
+ENV_DB = "TAGGER_DB"
+ENV_MODEL = "TAGGER_MODEL"
+
+
+def default_db_path() -> Path:
+    """tags.db in the user data directory (e.g. ~/.local/share/tagger on Linux)."""
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("tagger", appauthor=False)) / "tags.db"
+
+
+def resolve_db(flag: str | None) -> str:
+    """The database to use: --db, else $TAGGER_DB, else the user data directory."""
+    return flag or os.environ.get(ENV_DB) or str(default_db_path())
+
+
+def resolve_model(flag: str | None) -> str | None:
+    """The model to use: --model, else $TAGGER_MODEL, else None (the shipped default)."""
+    return flag or os.environ.get(ENV_MODEL) or None
+
+
+def default_workers() -> int:
+    """Decoder processes: one per two cores, at least one (inference takes the other cores)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """Everything `tagger scan` needs besides the paths."""
+
+    db: str
+    model: str | None = None  # None: the shipped default
+    device: str = "auto"  # CUDA when usable, else CPU
+    hop: float | None = None  # seconds between window starts; None = one window length
+    threshold: float | None = None  # one threshold for every label; None = the model's own
+    segment_rules: SegmentRules = field(default_factory=SegmentRules)
+    discovery: DiscoveryRules = field(default_factory=DiscoveryRules)
+    batch_size: int = 16  # windows per inference call, gathered across videos
+    workers: int = field(default_factory=default_workers)
+    timeout: float = 120.0  # seconds a decoder may go without progress before it is killed
+    threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's choice
+    force: bool = False  # re-tag videos even when unchanged
+    decoders: tuple[str, ...] = ("decord", "pyav")  # tried in order

@@ -1,0 +1,225 @@
+"""Frame sources: decord first, PyAV as the fallback, both resizing while they decode.
+
+A `FrameSource` knows a video's frame timestamps before any frame is decoded, so the window plan
+can pick exactly the frames it needs, and `read(indices)` decodes each needed frame once, in
+order, at the reduced size (short side scaled to the model's `resize`, aspect ratio kept).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tagger.errors import DecodeError
+
+DECODERS = ("decord", "pyav")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a decoder learned about a video before decoding it."""
+
+    width: int  # as decoded (rotation applied where the decoder applies it)
+    height: int
+    fps: float  # average frame rate
+    frames: int
+    duration: float  # seconds, from the first frame's start to the last frame's end
+
+
+def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) with the short side scaled to `short_side`, aspect ratio kept."""
+    if width <= height:
+        return short_side, max(short_side, round(height * short_side / width))
+    return max(short_side, round(width * short_side / height)), short_side
+
+
+def centre_crop(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Crop `(..., H, W, 3)` frames to `size` = (h, w) around their centre."""
+    h, w = frames.shape[-3:-1]
+    top, left = max(0, (h - size[0]) // 2), max(0, (w - size[1]) // 2)
+    return frames[..., top : top + size[0], left : left + size[1], :]
+
+
+class FrameSource(ABC):
+    """One open video: its timestamps up front, then frames decoded once each, in order."""
+
+    name: str
+
+    def __init__(self, path: str, short_side: int):
+        self.path = path
+        self.short_side = short_side
+
+    @property
+    @abstractmethod
+    def info(self) -> VideoInfo:
+        """The video's size, rate, frame count and duration."""
+
+    @property
+    @abstractmethod
+    def timestamps(self) -> np.ndarray:
+        """Start time of every frame in seconds, first frame at 0, ascending."""
+
+    @abstractmethod
+    def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (index, frame HxWx3 uint8) for ascending `indices`, at the reduced size."""
+
+    def close(self) -> None:
+        """Release the decoder."""
+
+
+class DecordSource(FrameSource):
+    """decord.VideoReader: fast seeking and batched reads, resize inside the decoder."""
+
+    name = "decord"
+    chunk = 32  # frames per get_batch call: bounds memory while keeping calls few
+
+    def __init__(self, path: str, short_side: int):
+        super().__init__(path, short_side)
+        import decord
+
+        try:
+            probe = decord.VideoReader(path, num_threads=1)
+            height, width = probe[0].shape[:2] if len(probe) else (0, 0)
+            fps, frames = float(probe.get_avg_fps()), len(probe)
+            del probe
+            if frames < 1 or width < 1:
+                raise DecodeError("no decodable video frames")
+            out_w, out_h = scaled_size(width, height, short_side)
+            self._reader = decord.VideoReader(path, width=out_w, height=out_h, num_threads=1)
+            stamps = np.asarray(self._reader.get_frame_timestamp(range(frames)), dtype=np.float64)
+        except decord.DECORDError as exc:
+            raise DecodeError(_first_line(str(exc))) from exc
+        if len(stamps) != frames or stamps.ndim != 2:
+            raise DecodeError("decord returned no frame timestamps")
+        origin = stamps[0, 0]
+        self._timestamps = np.maximum.accumulate(stamps[:, 0] - origin)
+        end = float(stamps[-1, 1] - origin)
+        duration = end if end > self._timestamps[-1] else self._timestamps[-1] + 1.0 / max(fps, 1e-3)
+        self._info = VideoInfo(width, height, fps, frames, float(duration))
+
+    @property
+    def info(self) -> VideoInfo:
+        return self._info
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        return self._timestamps
+
+    def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        import decord
+
+        for begin in range(0, len(indices), self.chunk):
+            part = list(indices[begin : begin + self.chunk])
+            try:
+                batch = self._reader.get_batch(part).asnumpy()
+            except decord.DECORDError as exc:
+                raise DecodeError(_first_line(str(exc))) from exc
+            yield from zip(part, batch)
+
+    def close(self) -> None:
+        self._reader = None
+
+
+class PyAVSource(FrameSource):
+    """PyAV (FFmpeg): reads what decord cannot; one demux pass for timestamps, one decode pass."""
+
+    name = "pyav"
+
+    def __init__(self, path: str, short_side: int):
+        super().__init__(path, short_side)
+        import av
+
+        try:
+            with av.open(path) as container:
+                if not container.streams.video:
+                    raise DecodeError("no video stream")
+                stream = container.streams.video[0]
+                pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size]
+                width, height = stream.codec_context.width, stream.codec_context.height
+                base = float(stream.time_base)
+                rate = float(stream.average_rate or stream.guessed_rate or 0)
+        except av.FFmpegError as exc:
+            raise DecodeError(_first_line(str(exc))) from exc
+        if not pts or width < 1:
+            raise DecodeError("no decodable video frames")
+        stamps = (np.sort(np.asarray(pts, dtype=np.float64)) - min(pts)) * base
+        if rate <= 0:
+            rate = (len(stamps) - 1) / stamps[-1] if stamps[-1] > 0 else 25.0
+        self._timestamps = stamps
+        self._size = scaled_size(width, height, short_side)
+        duration = float(stamps[-1] + 1.0 / rate)
+        self._info = VideoInfo(width, height, rate, len(stamps), duration)
+
+    @property
+    def info(self) -> VideoInfo:
+        return self._info
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        return self._timestamps
+
+    def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        import av
+
+        wanted = iter(indices)
+        target = next(wanted, None)
+        width, height = self._size
+        last = None
+        try:
+            with av.open(self.path) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                position = -1
+                for position, frame in enumerate(container.decode(stream)):
+                    while target is not None and target == position:
+                        last = frame.to_ndarray(width=width, height=height, format="rgb24")
+                        yield target, last
+                        target = next(wanted, None)
+                    if target is None:
+                        return
+        except av.FFmpegError as exc:
+            raise DecodeError(_first_line(str(exc))) from exc
+        if last is None:
+            raise DecodeError("no frame could be decoded")
+        while target is not None:  # fewer frames decoded than demuxed: repeat the last one
+            yield target, last
+            target = next(wanted, None)
+
+
+def open_video(path: str, short_side: int, decoders: Sequence[str] = DECODERS) -> FrameSource:
+    """Open `path` with the first decoder that can, in the order given.
+
+    Raises:
+        DecodeError: no decoder could open it; the message lists each decoder's reason.
+    """
+    if not os.access(path, os.R_OK):
+        raise DecodeError("permission denied" if os.path.exists(path) else "file not found")
+    if os.path.getsize(path) == 0:
+        raise DecodeError("empty file (0 bytes)")
+    reasons = []
+    for name in decoders:
+        try:
+            return SOURCES[name](path, short_side)
+        except DecodeError as exc:
+            reasons.append(f"{name}: {exc}")
+    raise DecodeError("; ".join(reasons))
+
+
+def _first_line(text: str) -> str:
+    """Decoder messages span lines and carry C++ source locations; keep the part a person needs."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    line = _LOCATION.sub("", lines[0] if lines else "unknown decoder error")
+    if line.startswith("Check failed") and ") " in line:
+        line = line.rsplit(") ", 1)[1]
+    return line.strip()[:300] or "unknown decoder error"
+
+
+_LOCATION = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
+
+
+SOURCES: dict[str, type[FrameSource]] = {"decord": DecordSource, "pyav": PyAVSource}

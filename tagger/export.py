@@ -1,0 +1,71 @@
+"""CSV and JSON writers for stored segments.
+
+CSV follows RFC 4180 through Python's csv module (commas, quotes, newlines and non-ASCII round-trip),
+and a cell a spreadsheet would run as a formula gets a leading apostrophe, so it opens inert.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from typing import TextIO
+
+SEGMENT_FIELDS = (
+    "path", "label", "start_s", "end_s", "duration_s", "start_tc", "end_tc",
+    "score", "max_score", "source", "model", "video_duration_s", "fps",
+)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def timecode(seconds: float) -> str:
+    """HH:MM:SS.mmm"""
+    millis = int(round(max(0.0, seconds) * 1000))
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}.{rest % 1000:03d}"
+
+
+def segment_record(row) -> dict:
+    """One stored segment row as the flat record every output format uses."""
+    return {
+        "path": row.path,
+        "label": row.label,
+        "start_s": round(row.start, 3),
+        "end_s": round(row.end, 3),
+        "duration_s": round(row.end - row.start, 3),
+        "start_tc": timecode(row.start),
+        "end_tc": timecode(row.end),
+        "score": round(row.score, 4),
+        "max_score": round(row.max_score, 4),
+        "source": row.source,
+        "model": row.model,
+        "video_duration_s": round(row.video_duration, 3) if row.video_duration is not None else None,
+        "fps": round(row.fps, 3) if row.fps is not None else None,
+    }
+
+
+def inert_cell(value):
+    """A text cell that would start a spreadsheet formula, prefixed with an apostrophe."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def write_csv(records: Iterable[dict], out: TextIO, fields=SEGMENT_FIELDS, delimiter: str = ",") -> int:
+    """Write `records` as CSV (or TSV) with a header; returns the number of rows."""
+    writer = csv.DictWriter(out, fieldnames=list(fields), delimiter=delimiter, lineterminator="\r\n")
+    writer.writeheader()
+    count = 0
+    for record in records:
+        writer.writerow({key: inert_cell(record.get(key)) for key in fields})
+        count += 1
+    return count
+
+
+def write_json(records: Iterable[dict], out: TextIO) -> int:
+    """Write `records` as one JSON array; returns the number of rows."""
+    items = list(records)
+    json.dump(items, out, ensure_ascii=False, indent=1)
+    out.write("\n")
+    return len(items)

@@ -1,0 +1,136 @@
+"""Load an exported ONNX model, read its contract, pick execution providers, score batches.
+
+The shipped default lives in the package `tagger.exports` (the repository's `exports/` folder), so
+it is found after a plain `pip install .` as well as in an editable install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from tagger.contract import INPUT_NAME, ModelContract
+from tagger.errors import ModelError
+
+DEFAULT_MODEL_NAME = "default.onnx"
+DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def default_model_path() -> Path:
+    """The model shipped with the package."""
+    return Path(str(resources.files("tagger.exports").joinpath(DEFAULT_MODEL_NAME)))
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    """An onnxruntime session plus the contract and identity of the model it runs."""
+
+    path: Path
+    sha256: str
+    contract: ModelContract
+    session: object  # onnxruntime.InferenceSession
+    output_name: str
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def scores(self, frames: np.ndarray) -> np.ndarray:
+        """Per-label scores in [0, 1] for `frames` (N, T, H, W, 3) uint8 -> (N, K) float32."""
+        (raw,) = self.session.run([self.output_name], {INPUT_NAME: frames})
+        raw = np.asarray(raw, dtype=np.float32)
+        if self.contract.output == "probs":
+            return raw
+        shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _providers_for(device: str, available: list[str]) -> list[str]:
+    if device not in DEVICES:
+        raise ModelError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda" and CUDA not in available:
+        raise ModelError(
+            "CUDA was asked for but this onnxruntime has no CUDAExecutionProvider: "
+            "pip uninstall onnxruntime && pip install onnxruntime-gpu, or use --device cpu"
+        )
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def load_model(path: str | os.PathLike | None, device: str = "auto", threads: int = 0) -> LoadedModel:
+    """Open `path` (None: the shipped default) on `device`, validating the tagger contract.
+
+    Args:
+        path: an exported ONNX file.
+        device: auto (CUDA when usable, else CPU), cpu, or cuda (fail if CUDA is not usable).
+        threads: onnxruntime intra-op threads; 0 lets onnxruntime choose.
+
+    Raises:
+        ModelError: missing file, not ONNX, no tagger metadata, wrong input, or CUDA unusable.
+    """
+    import onnxruntime as ort
+
+    model_path = Path(path) if path is not None else default_model_path()
+    if not model_path.is_file():
+        hint = "pass --model PATH or set TAGGER_MODEL" if path is not None else "reinstall tagger"
+        raise ModelError(f"model not found: {model_path} ({hint})")
+    providers = _providers_for(device, ort.get_available_providers())
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # onnxruntime warnings are not the user's to act on
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{model_path} is not a loadable ONNX model ({first})") from exc
+    if device == "cuda" and CUDA not in session.get_providers():
+        raise ModelError(
+            "CUDA was asked for but CUDAExecutionProvider failed to start "
+            "(CUDA or cuDNN libraries missing or mismatched; see onnxruntime's CUDA requirements), "
+            "or use --device cpu"
+        )
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    contract = ModelContract.from_metadata(props, source=str(model_path))
+    output_name = _check_io(session, contract, model_path)
+    return LoadedModel(model_path, file_sha256(model_path), contract, session, output_name)
+
+
+def _check_io(session, contract: ModelContract, model_path: Path) -> str:
+    inputs = {i.name: i for i in session.get_inputs()}
+    if INPUT_NAME not in inputs:
+        raise ModelError(f"{model_path}: has no input named {INPUT_NAME!r} (found {', '.join(inputs)})")
+    shape = inputs[INPUT_NAME].shape
+    expected = [contract.clip_len, *contract.size, 3]
+    if contract.kind == "video" and (
+        len(shape) != 5 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected))
+    ):
+        raise ModelError(
+            f"{model_path}: input {INPUT_NAME} has shape {shape}, expected [N, {', '.join(map(str, expected))}]"
+        )
+    outputs = [o.name for o in session.get_outputs()]
+    if contract.output not in outputs:
+        raise ModelError(f"{model_path}: has no output named {contract.output!r} (found {', '.join(outputs)})")
+    return contract.output

@@ -1,0 +1,90 @@
+"""Rich rendering for scans: a live progress bar, the final summary table, the model card.
+
+Progress goes to stderr, so `--json` and tables on stdout stay clean for pipes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tagger.pipeline import ScanProgress, ScanSummary
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h"
+
+
+class RichProgress(ScanProgress):
+    """Overall bar: videos done of total, video-hours done, rate (video-seconds per second), ETA."""
+
+    def __init__(self, console: Console, enabled: bool = True):
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[hours]} · {task.fields[rate]}"), TimeRemainingColumn(),
+            TextColumn("{task.fields[current]}"), console=console, transient=True, disable=not enabled,
+        )
+        self.task = None
+        self.video_seconds = 0.0
+        self.began = time.monotonic()
+
+    def __enter__(self) -> RichProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def start(self, total: int, skipped: int) -> None:
+        self.began = time.monotonic()
+        self.task = self.progress.add_task("scanning", total=total, hours=_hours(0), rate="", current="")
+
+    def video_started(self, path: str) -> None:
+        self.progress.update(self.task, current=os.path.basename(path)[-40:])
+
+    def video_finished(self, path: str, seconds: float, ok: bool) -> None:
+        self.video_seconds += seconds
+        rate = self.video_seconds / max(1e-6, time.monotonic() - self.began)
+        self.progress.update(self.task, advance=1, hours=_hours(self.video_seconds), rate=f"{rate:.1f}x real time")
+
+
+def render_summary(console: Console, summary: ScanSummary, db: str) -> None:
+    """The table printed when a scan ends: tagged, skipped, failed (with reasons)."""
+    table = Table(title=f"scan {summary.scan_id} → {db}", show_header=False)
+    table.add_row("videos found", str(summary.found))
+    table.add_row("tagged", str(summary.tagged))
+    table.add_row("skipped (unchanged)", str(summary.skipped))
+    table.add_row("failed", str(len(summary.failed)))
+    table.add_row("segments stored", str(summary.segments))
+    rate = summary.video_seconds / max(summary.wall_seconds, 1e-6)
+    table.add_row("video time tagged", f"{summary.video_seconds:.1f} s in {summary.wall_seconds:.1f} s ({rate:.1f}x real time)")
+    table.add_row("model", f"{summary.model} on {', '.join(summary.providers)}")
+    console.print(table)
+    for path, reason in summary.failed:
+        console.print(f"[red]failed[/red] {path}: {reason}", highlight=False)
+
+
+def render_model(console: Console, model) -> None:
+    """What `tagger models` shows: identity, window geometry, labels and thresholds, providers."""
+    c = model.contract
+    table = Table(title=str(model.path), show_header=False)
+    table.add_row("name / arch / version", f"{model.name} / {c.arch} / {c.version}")
+    table.add_row("sha256", model.sha256)
+    table.add_row("kind / output", f"{c.kind} / {c.output}")
+    table.add_row("window", f"{c.clip_len} frames every {c.frame_interval:.3f} s = {c.window_seconds:.2f} s, "
+                  f"short side {c.resize} → crop {c.size[0]}x{c.size[1]}")
+    table.add_row("providers", ", ".join(model.providers))
+    table.add_row("background label", c.background or "(none)")
+    console.print(table)
+    labels = Table("label", "threshold")
+    for label in c.tag_labels:
+        labels.add_row(label, f"{c.threshold_for(label):.2f}")
+    console.print(labels)
+    cannot = c.extra.get("cannot_tag") or c.train.get("cannot_tag")
+    if cannot:
+        console.print(f"Cannot tag (needs a model trained on other data): {', '.join(cannot)}")

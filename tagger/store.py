@@ -1,0 +1,332 @@
+"""The database: SQLAlchemy 2.0 schema and every query (SQLite by default, any URL accepted).
+
+A video's rows are replaced in one transaction, so a scan killed at any moment leaves each video
+either fully old or fully new. SQLite runs in WAL mode, so queries work while a scan writes.
+All statements use bound parameters; no SQL is built from user text.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from tagger.errors import DatabaseError
+
+SCHEMA_VERSION = 1
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "meta", metadata, sa.Column("key", sa.String, primary_key=True), sa.Column("value", sa.String)
+)
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("sha256", sa.String(64), unique=True, nullable=False),
+    sa.Column("name", sa.String, nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("meta", sa.JSON, nullable=False),
+)
+videos = sa.Table(
+    "videos",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("path", sa.String, unique=True, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    sa.Column("fingerprint", sa.String),
+    sa.Column("duration", sa.Float),
+    sa.Column("fps", sa.Float),
+    sa.Column("frames", sa.Integer),
+    sa.Column("width", sa.Integer),
+    sa.Column("height", sa.Integer),
+    sa.Column("status", sa.String(8), nullable=False),  # ok | failed
+    sa.Column("error", sa.String),
+    sa.Column("decoder", sa.String(16)),
+    sa.Column("scanned_at", sa.Float, nullable=False),
+    sa.Column("model_id", sa.ForeignKey("models.id")),
+)
+windows = sa.Table(
+    "windows",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("video_id", sa.ForeignKey("videos.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("model_id", sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Column("scores", sa.LargeBinary, nullable=False),  # float32 little-endian, model label order
+)
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("video_id", sa.ForeignKey("videos.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("model_id", sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("label", sa.String, nullable=False),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("max_score", sa.Float, nullable=False),
+    sa.Column("source", sa.String(8), nullable=False, server_default="video"),
+    sa.Index("ix_segments_label_score", "label", "score"),
+)
+scans = sa.Table(
+    "scans",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("status", sa.String(12), nullable=False),  # running | finished | interrupted
+    sa.Column("roots", sa.JSON, nullable=False),
+    sa.Column("model_id", sa.ForeignKey("models.id")),
+    sa.Column("counts", sa.JSON),
+    sa.Column("options", sa.JSON),
+)
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """Everything a scan learned about one video, stored in one transaction."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    fingerprint: str | None
+    status: str  # ok | failed
+    error: str | None = None
+    decoder: str | None = None
+    duration: float | None = None
+    fps: float | None = None
+    frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    window_starts: np.ndarray | None = None  # (W,)
+    window_ends: np.ndarray | None = None  # (W,)
+    window_scores: np.ndarray | None = None  # (W, K)
+    segments: Sequence = ()  # tagger.segments.Segment
+
+
+def database_url(target: str) -> str:
+    """A SQLAlchemy URL for `target`: a URL as it is, else a SQLite file path."""
+    if "://" in target:
+        return target
+    path = Path(target).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"cannot create the database folder {path.parent}: {exc.strerror}; pass --db PATH") from exc
+    return f"sqlite:///{path}"
+
+
+class Store:
+    """An open database with the tagger schema, created or migrated on open."""
+
+    def __init__(self, target: str, create: bool = True):
+        self.target = target
+        if not create and "://" not in target and not Path(target).expanduser().is_file():
+            raise DatabaseError(f"no database at {target}: run `tagger scan` first, or pass --db")
+        url = database_url(target)
+        self.engine = sa.create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            _configure_sqlite(self.engine)
+        try:
+            self._prepare_schema()
+        except sa.exc.SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot use database {target}: {_reason(exc)}; pass another --db") from exc
+
+    def _prepare_schema(self) -> None:
+        with self.write() as conn:
+            existing = sa.inspect(conn).get_table_names()
+            if "meta" in existing:
+                row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version"))
+                found = int(row.scalar_one_or_none() or 0)
+                if found > SCHEMA_VERSION:
+                    raise DatabaseError(
+                        f"database {self.target} has schema version {found}, newer than this tagger's "
+                        f"{SCHEMA_VERSION}: upgrade tagger or pass another --db"
+                    )
+            elif existing:
+                raise DatabaseError(f"database {self.target} holds other tables, not tagger's: pass another --db")
+            metadata.create_all(conn)
+            conn.execute(sa.delete(meta_table).where(meta_table.c.key == "schema_version"))
+            conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite: concurrent scans queue, never deadlock)."""
+        with self.engine.connect().execution_options(tagger_write=True) as conn:
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        """A read transaction: one consistent snapshot, never blocked by a writer under WAL."""
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    def ensure_model(self, sha256: str, name: str, labels: Sequence[str], meta: dict) -> int:
+        """The id of the model with `sha256`, adding it on first use."""
+        with self.write() as conn:
+            found = conn.execute(sa.select(models.c.id).where(models.c.sha256 == sha256)).scalar_one_or_none()
+            if found is not None:
+                return found
+            return conn.execute(
+                sa.insert(models).values(sha256=sha256, name=name, labels=list(labels), meta=meta)
+            ).inserted_primary_key[0]
+
+    def known_videos(self) -> dict[str, tuple[int, int, int | None, str]]:
+        """path -> (size, mtime_ns, model_id, status) for every stored video."""
+        query = sa.select(videos.c.path, videos.c.size, videos.c.mtime_ns, videos.c.model_id, videos.c.status)
+        with self.read() as conn:
+            return {row.path: (row.size, row.mtime_ns, row.model_id, row.status) for row in conn.execute(query)}
+
+    def save_video(self, result: VideoResult, model_id: int) -> None:
+        """Replace everything stored for `result.path` in one transaction.
+
+        A failure for an unchanged file keeps the tags of its last good scan: they still describe it.
+        """
+        with self.write() as conn:
+            old = conn.execute(
+                sa.select(videos.c.id, videos.c.size, videos.c.mtime_ns).where(videos.c.path == result.path)
+            ).one_or_none()
+            keep_old_tags = (
+                result.status != "ok" and old is not None and (old.size, old.mtime_ns) == (result.size, result.mtime_ns)
+            )
+            values = {
+                "size": result.size, "mtime_ns": result.mtime_ns, "fingerprint": result.fingerprint,
+                "status": result.status, "error": result.error, "scanned_at": time.time(), "model_id": model_id,
+            }
+            if not keep_old_tags:
+                values.update(
+                    decoder=result.decoder, duration=result.duration, fps=result.fps, frames=result.frames,
+                    width=result.width, height=result.height,
+                )
+            if old is None:
+                video_id = conn.execute(sa.insert(videos).values(path=result.path, **values)).inserted_primary_key[0]
+            else:
+                video_id = old.id
+                conn.execute(sa.update(videos).where(videos.c.id == video_id).values(**values))
+                if not keep_old_tags:
+                    conn.execute(sa.delete(windows).where(windows.c.video_id == video_id))
+                    conn.execute(sa.delete(segments).where(segments.c.video_id == video_id))
+            if result.status == "ok" and result.window_scores is not None and len(result.window_scores):
+                scores = np.asarray(result.window_scores, dtype="<f4")
+                conn.execute(sa.insert(windows), [
+                    {"video_id": video_id, "model_id": model_id, "start": float(s), "end": float(e), "scores": row.tobytes()}
+                    for s, e, row in zip(result.window_starts, result.window_ends, scores)
+                ])
+            if result.status == "ok" and result.segments:
+                conn.execute(sa.insert(segments), [
+                    {"video_id": video_id, "model_id": model_id, "label": seg.label, "start": seg.start, "end": seg.end,
+                     "score": seg.score, "max_score": seg.max_score, "source": "video"}
+                    for seg in result.segments
+                ])
+
+    def start_scan(self, roots: Sequence[str], model_id: int, options: dict) -> int:
+        """Record that a scan began; returns its id."""
+        with self.write() as conn:
+            return conn.execute(
+                sa.insert(scans).values(started_at=time.time(), status="running", roots=list(roots),
+                                        model_id=model_id, options=options)
+            ).inserted_primary_key[0]
+
+    def finish_scan(self, scan_id: int, status: str, counts: dict) -> None:
+        """Record how a scan ended."""
+        with self.write() as conn:
+            conn.execute(sa.update(scans).where(scans.c.id == scan_id).values(
+                finished_at=time.time(), status=status, counts=counts))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def decode_scores(blob: bytes) -> np.ndarray:
+    """Window scores as stored -> (K,) float32."""
+    return np.frombuffer(blob, dtype="<f4")
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 60000")  # concurrent scans wait, not fail
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        immediate = conn.get_execution_options().get("tagger_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig or exc).strip().splitlines()[0][:200]
+
+
+@dataclass(frozen=True)
+class SegmentQuery:
+    """Filters for reading segments back; every value is bound, never spliced into SQL."""
+
+    labels: tuple[str, ...] = ()
+    min_score: float | None = None
+    path_glob: str | None = None  # GLOB pattern, or a plain substring
+    min_duration: float | None = None
+    model: str | None = None  # model name or sha256 prefix
+    limit: int | None = None
+    order: str = "path"  # path | score | time
+
+    ORDERS = ("path", "score", "time")
+
+
+def select_segments(conn: sa.Connection, query: SegmentQuery) -> list[sa.Row]:
+    """Segments with their video and model, filtered and ordered as `query` says."""
+    if query.order not in SegmentQuery.ORDERS:
+        raise ValueError(f"order must be one of {', '.join(SegmentQuery.ORDERS)}")
+    stmt = (
+        sa.select(
+            videos.c.path, segments.c.label, segments.c.start, segments.c.end, segments.c.score,
+            segments.c.max_score, segments.c.source, models.c.name.label("model"),
+            videos.c.duration.label("video_duration"), videos.c.fps,
+        )
+        .join(videos, videos.c.id == segments.c.video_id)
+        .join(models, models.c.id == segments.c.model_id)
+    )
+    if query.labels:
+        stmt = stmt.where(segments.c.label.in_(query.labels))
+    if query.min_score is not None:
+        stmt = stmt.where(segments.c.score >= query.min_score)
+    if query.min_duration is not None:
+        stmt = stmt.where(segments.c.end - segments.c.start >= query.min_duration)
+    if query.path_glob:
+        pattern = query.path_glob if any(c in query.path_glob for c in "*?[") else f"*{query.path_glob}*"
+        stmt = stmt.where(videos.c.path.op("GLOB")(pattern))
+    if query.model:
+        stmt = stmt.where(sa.or_(models.c.name == query.model, models.c.sha256.startswith(query.model)))
+    order = {
+        "path": (videos.c.path, segments.c.start, segments.c.label),
+        "score": (segments.c.score.desc(), videos.c.path, segments.c.start),
+        "time": (segments.c.start, videos.c.path, segments.c.label),
+    }[query.order]
+    stmt = stmt.order_by(*order)
+    if query.limit:
+        stmt = stmt.limit(query.limit)
+    return list(conn.execute(stmt))
+
+
+def select_failed(conn: sa.Connection) -> list[sa.Row]:
+    """Videos whose last scan failed, with the reason."""
+    stmt = sa.select(videos.c.path, videos.c.error, videos.c.scanned_at).where(videos.c.status == "failed")
+    return list(conn.execute(stmt.order_by(videos.c.path)))

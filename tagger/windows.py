@@ -1,0 +1,75 @@
+"""The window plan: which frames and times each window of a video covers.
+
+Windows are cut by time, not by frame count, so a 10 fps and a 60 fps video feed the model clips
+of the same time span: a window starting at `s` samples frames at `s + i * frame_step / fps` for
+`i < clip_len`. Windows start every `hop` seconds; the last one is shifted back to end at the
+video's end, and a video shorter than one window still gets one (its last frame repeated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+EPS = 1e-6  # seconds; absorbs float noise in timestamps
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Every window of one video: its time span and the frame indices it samples."""
+
+    starts: np.ndarray  # (W,) seconds
+    ends: np.ndarray  # (W,) seconds, never past the video's end
+    frame_indices: np.ndarray  # (W, T) indices into the video's frames
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def needed_frames(self) -> np.ndarray:
+        """Sorted unique frame indices: each is decoded once even when windows overlap."""
+        return np.unique(self.frame_indices)
+
+
+def window_starts(duration: float, window: float, hop: float) -> np.ndarray:
+    """Start times of windows of `window` seconds every `hop` seconds over `duration` seconds."""
+    if duration <= window + EPS:
+        return np.zeros(1)
+    count = int(np.floor((duration - window) / hop + EPS)) + 1
+    starts = np.arange(count) * hop
+    if starts[-1] + window < duration - EPS:
+        starts = np.append(starts, duration - window)
+    return starts
+
+
+def plan_windows(
+    timestamps: np.ndarray,
+    duration: float,
+    clip_len: int,
+    frame_interval: float,
+    hop: float | None = None,
+) -> WindowPlan:
+    """Plan the windows of a video whose frames start at `timestamps` (seconds, ascending).
+
+    Args:
+        timestamps: (F,) start time of each frame, the first at 0.
+        duration: seconds from the first frame's start to the last frame's end.
+        clip_len: frames per window (the model's T).
+        frame_interval: seconds between sampled frames (`frame_step / fps` of the model).
+        hop: seconds between window starts; None means one window length (no overlap).
+
+    Returns:
+        The plan; every sample time maps to the frame being shown at that time.
+    """
+    window = clip_len * frame_interval
+    hop = window if hop is None else hop
+    if hop <= 0:
+        raise ValueError(f"hop must be positive, got {hop}")
+    starts = window_starts(duration, window, hop)
+    # The frame shown at each sample time; EPS keeps float noise from picking the previous frame.
+    times = starts[:, None] + np.arange(clip_len)[None, :] * frame_interval + EPS  # (W, T)
+    indices = np.searchsorted(timestamps, np.minimum(times, duration - EPS), side="right") - 1
+    indices = np.clip(indices, 0, len(timestamps) - 1)
+    ends = np.minimum(starts + window, duration)
+    return WindowPlan(starts=starts, ends=ends, frame_indices=indices)
