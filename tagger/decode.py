@@ -96,11 +96,8 @@ class DecordSource(FrameSource):
             raise DecodeError(_first_line(str(exc))) from exc
         if len(stamps) != frames or stamps.ndim != 2:
             raise DecodeError("decord returned no frame timestamps")
-        origin = stamps[0, 0]
-        self._timestamps = np.maximum.accumulate(stamps[:, 0] - origin)
-        end = float(stamps[-1, 1] - origin)
-        duration = end if end > self._timestamps[-1] else self._timestamps[-1] + 1.0 / max(fps, 1e-3)
-        self._info = VideoInfo(width, height, fps, frames, float(duration))
+        self._timestamps, duration = _clean_timestamps(stamps, fps)
+        self._info = VideoInfo(width, height, fps, frames, duration)
 
     @property
     def info(self) -> VideoInfo:
@@ -123,6 +120,24 @@ class DecordSource(FrameSource):
 
     def close(self) -> None:
         self._reader = None
+
+
+def _clean_timestamps(stamps: np.ndarray, fps: float) -> tuple[np.ndarray, float]:
+    """Frame start times from decord's (F, 2) [start, end] stamps, and the duration.
+
+    Some containers (MPEG-PS among them) leave frames without timestamps, which decord reports
+    as huge negative numbers; then a constant frame rate is the best estimate there is.
+    """
+    starts = stamps[:, 0]
+    rate = fps if fps > 0 else 25.0
+    plausible = np.isfinite(stamps).all() and starts.min() > -1.0 and starts.max() - starts.min() < 4 * len(starts) / rate + 10
+    if not plausible:
+        grid = np.arange(len(starts)) / rate
+        return grid, float(len(starts) / rate)
+    origin = starts[0]
+    clean = np.maximum.accumulate(starts - origin)
+    end = float(stamps[-1, 1] - origin)
+    return clean, end if end > clean[-1] else float(clean[-1] + 1.0 / rate)
 
 
 class PyAVSource(FrameSource):

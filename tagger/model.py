@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tagger.contract import INPUT_NAME, ModelContract
-from tagger.errors import ModelError
+from tagger.errors import ModelError, UsageError
 
 DEFAULT_MODEL_NAME = "default.onnx"
 DEVICES = ("auto", "cpu", "cuda")
@@ -67,7 +67,7 @@ class LoadedModel:
 
 def _providers_for(device: str, available: list[str]) -> list[str]:
     if device not in DEVICES:
-        raise ModelError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+        raise UsageError(f"unknown --device {device!r}: choose one of {', '.join(DEVICES)}")
     if device == "cpu":
         return [CPU]
     if device == "cuda" and CUDA not in available:

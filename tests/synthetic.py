@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-RED, GREEN, BLUE, GREY = (230, 20, 20), (20, 230, 20), (20, 20, 230), (128, 128, 128)
+RED, GREEN, BLUE, GREY = (230, 20, 20), (20, 230, 20), (20, 20, 230), (90, 90, 90)
 
 
 def solid(colour) -> Callable[[float], tuple]:
