@@ -196,7 +196,7 @@ def failed(db: DbOption = None) -> None:
 
     rows = failed_videos(resolve_db(db))
     for path, reason in rows:
-        out.print(f"{path}\t{reason}", markup=False, highlight=False)
+        typer.echo(f"{path}\t{reason}")
 
 
 def main() -> None:

@@ -92,7 +92,7 @@ class DecordSource(FrameSource):
             out_w, out_h = scaled_size(width, height, short_side)
             self._reader = decord.VideoReader(path, width=out_w, height=out_h, num_threads=1)
             stamps = np.asarray(self._reader.get_frame_timestamp(range(frames)), dtype=np.float64)
-        except decord.DECORDError as exc:
+        except (decord.DECORDError, RuntimeError) as exc:  # decord raises both for unreadable files
             raise DecodeError(_first_line(str(exc))) from exc
         if len(stamps) != frames or stamps.ndim != 2:
             raise DecodeError("decord returned no frame timestamps")
@@ -114,7 +114,7 @@ class DecordSource(FrameSource):
             part = list(indices[begin : begin + self.chunk])
             try:
                 batch = self._reader.get_batch(part).asnumpy()
-            except decord.DECORDError as exc:
+            except (decord.DECORDError, RuntimeError) as exc:
                 raise DecodeError(_first_line(str(exc))) from exc
             yield from zip(part, batch)
 
@@ -159,7 +159,7 @@ class PyAVSource(FrameSource):
                 base = float(stream.time_base)
                 rate = float(stream.average_rate or stream.guessed_rate or 0)
         except av.FFmpegError as exc:
-            raise DecodeError(_first_line(str(exc))) from exc
+            raise DecodeError(_first_line(exc.strerror or str(exc))) from exc
         if not pts or width < 1:
             raise DecodeError("no decodable video frames")
         stamps = (np.sort(np.asarray(pts, dtype=np.float64)) - min(pts)) * base
@@ -198,7 +198,7 @@ class PyAVSource(FrameSource):
                     if target is None:
                         return
         except av.FFmpegError as exc:
-            raise DecodeError(_first_line(str(exc))) from exc
+            raise DecodeError(_first_line(exc.strerror or str(exc))) from exc
         if last is None:
             raise DecodeError("no frame could be decoded")
         while target is not None:  # fewer frames decoded than demuxed: repeat the last one
@@ -221,7 +221,7 @@ def open_video(path: str, short_side: int, decoders: Sequence[str] = DECODERS) -
         try:
             return SOURCES[name](path, short_side)
         except DecodeError as exc:
-            reasons.append(f"{name}: {exc}")
+            reasons.append(f"{name}: {str(exc).replace(path, 'the file').rstrip('.')}")
     raise DecodeError("; ".join(reasons))
 
 

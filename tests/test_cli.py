@@ -1,0 +1,56 @@
+"""Every command has help with an example; `models`, `query` and `export-csv` read back what a scan stored."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from tagger.cli import app
+
+COMMANDS = ["scan", "models", "query", "export-csv", "failed"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(runner, command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert f"Example: tagger {command}" in result.stdout
+
+
+def test_models_shows_labels_window_and_providers(runner, colour_model):
+    result = runner.invoke(app, ["models", "--model", str(colour_model)])
+    assert result.exit_code == 0
+    for text in ("colour-test", "4 frames every 0.250 s = 1.00 s", "CPUExecutionProvider", "Red", "Green", "Blue"):
+        assert text in result.stdout
+
+
+@pytest.fixture(scope="module")
+def filled_db(red_grey_blue_video, colour_model, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    db = tmp_path_factory.mktemp("filled") / "tags.db"
+    result = CliRunner().invoke(app, ["scan", str(red_grey_blue_video), "--db", str(db), "--model", str(colour_model), "-q"])
+    assert result.exit_code == 0, result.output
+    return db
+
+
+def test_query_filters_by_label_and_prints_json(runner, filled_db, red_grey_blue_video):
+    result = runner.invoke(app, ["query", "--db", str(filled_db), "--label", "Red", "--format", "json"])
+    assert result.exit_code == 0
+    (record,) = json.loads(result.stdout)
+    assert record["path"] == str(red_grey_blue_video)
+    assert (record["label"], record["start_s"], record["end_s"]) == ("Red", 0.0, 3.0)
+    assert (record["start_tc"], record["end_tc"], record["duration_s"]) == ("00:00:00.000", "00:00:03.000", 3.0)
+
+
+def test_export_csv_round_trips_through_dictreader(runner, filled_db, tmp_path, red_grey_blue_video):
+    target = tmp_path / "out.csv"
+    result = runner.invoke(app, ["export-csv", "--db", str(filled_db), "-o", str(target)])
+    assert result.exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(target.read_text(encoding="utf-8"))))
+    assert [(r["label"], r["start_s"], r["end_s"]) for r in rows] == [("Red", "0.0", "3.0"), ("Blue", "6.0", "10.0")]
+    assert {r["path"] for r in rows} == {str(red_grey_blue_video)}
+    assert rows[0]["video_duration_s"] == "10.0" and rows[0]["fps"] == "25.0"
