@@ -10,9 +10,10 @@ which pads more on the bottom/right when a stride-2 kernel does not divide evenl
 padding would shift every feature map by half a pixel and cost accuracy, so it is reproduced here.
 The TensorFlow Lite models are trained on pixels scaled as `(x - 127) / 128` (`LITE0_MEAN/STD`).
 
-`FrameTemporalNet` is the video architecture built on it (registered as `efficientnet`): the 2D
-backbone embeds every sampled frame, a temporal stage (GRU, attention or mean) mixes the frames,
-and a linear layer gives the window's logits. Input is float `(N, 3, T, H, W)`, normalised.
+`FrameTemporalNet` is the video architecture built on it, registered as `efficientnet` so that
+`python -m training.fit --arch efficientnet` fine-tunes it on UCF101-style folders: the 2D backbone
+embeds every sampled frame, a temporal stage (GRU, attention or mean) mixes the frames, and a
+linear layer gives the window's logits. Input is float `(N, 3, T, H, W)`, normalised.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from training.models import VideoModelConfig, register_arch
 
 LITE0_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)  # TF Lite preprocessing, on 0..1 pixels
 LITE0_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
@@ -139,17 +142,21 @@ def load_lite0(path: Path | None = None) -> EfficientNetLite0:
 
 
 @dataclass(frozen=True)
-class FrameTemporalConfig:
+class EfficientNetConfig(VideoModelConfig):
     """Settings of `FrameTemporalNet`; stored in checkpoints so they rebuild their model."""
 
-    num_classes: int = 101  # UCF101
+    clip_len: int = 8  # frames per clip: each costs a full 2D pass, and 8 cover a 4 s action at 2 fps
+    size: tuple[int, int] = (LITE0_SIZE, LITE0_SIZE)  # what the ImageNet weights were trained at
+    resize: int = LITE0_SIZE  # short side before the crop: keeps most of a 4:3 frame
+    mean: tuple[float, float, float] = LITE0_MEAN  # the TF Lite preprocessing the weights expect
+    std: tuple[float, float, float] = LITE0_STD
     temporal: str = "gru"  # "gru", "attention" or "mean": the stage that mixes frame features
-    hidden: int = 512  # GRU width / attention model width; 512 keeps the head small next to 3.4M backbone
+    hidden: int = 512  # GRU / attention width; small next to the 3.4M-parameter backbone
     heads: int = 8  # attention heads (attention only)
     layers: int = 1  # GRU or transformer layers: UCF101 is small, one is enough to start
     dropout: float = 0.3  # before the classifier; the backbone's own 0.2 is not used here
     pretrained: bool = True  # start from the shipped ImageNet weights (no download either way)
-    max_frames: int = 64  # attention position table size: longest clip it accepts
+    max_frames: int = 64  # attention position table size: the longest clip it accepts
 
 
 TEMPORAL_STAGES = ("gru", "attention", "mean")
@@ -158,7 +165,7 @@ TEMPORAL_STAGES = ("gru", "attention", "mean")
 class FrameTemporalNet(nn.Module):
     """Per-frame EfficientNet-Lite0 features, a temporal stage over frames, then a classifier."""
 
-    def __init__(self, config: FrameTemporalConfig = FrameTemporalConfig()):
+    def __init__(self, config: EfficientNetConfig = EfficientNetConfig()):
         super().__init__()
         if config.temporal not in TEMPORAL_STAGES:
             raise ValueError(f"temporal must be one of {', '.join(TEMPORAL_STAGES)}, got {config.temporal!r}")
@@ -196,11 +203,4 @@ class FrameTemporalNet(nn.Module):
         return self.head(pooled)  # (N, num_classes)
 
 
-def build_efficientnet(num_classes: int, **overrides) -> FrameTemporalNet:
-    """Builder for the `efficientnet` arch: ImageNet Lite0 per frame + a GRU over frames.
-
-    Args:
-        num_classes: size of the classifier.
-        **overrides: any other `FrameTemporalConfig` field (e.g. `temporal="attention"`).
-    """
-    return FrameTemporalNet(FrameTemporalConfig(num_classes=num_classes, **overrides))
+register_arch("efficientnet", FrameTemporalNet, EfficientNetConfig)
