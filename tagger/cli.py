@@ -96,6 +96,7 @@ def scan(
     workers: Annotated[int, typer.Option(help="Decoder processes")] = default_workers(),
     timeout: Annotated[float, typer.Option(help="Seconds a decoder may make no progress before it is killed")] = 120.0,
     batch_size: Annotated[int, typer.Option(help="Windows per inference batch")] = 16,
+    decoders: Annotated[str, typer.Option(help="Decoders to try in order: decord, pyav, or module:FrameSourceClass")] = "decord,pyav",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table; errors only")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end")] = False,
 ) -> None:
@@ -103,17 +104,21 @@ def scan(
 
     Example: tagger scan ~/videos --db tags.db
     """
+    from tagger.decode import source_class
     from tagger.pipeline import scan as run_scan
     from tagger.progress import RichProgress, render_summary
 
     if hop is not None and hop <= 0:
         raise errors.UsageError(f"--hop must be positive, got {hop}")
+    decoder_names = tuple(name.strip() for name in decoders.split(",") if name.strip())
+    for name in decoder_names:
+        source_class(name)  # an unknown decoder is a usage error now, not a failure per video
     settings = ScanSettings(
         db=resolve_db(db), model=resolve_model(model), device=device, hop=hop, threshold=threshold,
         segment_rules=SegmentRules(smooth=smooth, min_duration=min_duration, max_gap=max_gap),
         discovery=DiscoveryRules(include=tuple(include or ()), exclude=tuple(exclude or ()), hidden=hidden,
                                  follow_symlinks=follow_symlinks),
-        batch_size=batch_size, workers=max(1, workers), timeout=timeout, force=force,
+        batch_size=batch_size, workers=max(1, workers), timeout=timeout, force=force, decoders=decoder_names,
     )
     show = not quiet and not json_summary
     with RichProgress(err, enabled=show) as progress:

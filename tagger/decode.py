@@ -7,6 +7,7 @@ order, at the reduced size (short side scaled to the model's `resize`, aspect ra
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from abc import ABC, abstractmethod
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tagger.errors import DecodeError
+from tagger.errors import DecodeError, UsageError
 
 DECODERS = ("decord", "pyav")
 
@@ -206,23 +207,48 @@ class PyAVSource(FrameSource):
             target = next(wanted, None)
 
 
+def check_readable(path: str) -> None:
+    """Raise DecodeError for a file no decoder could read: missing, unreadable, or empty."""
+    if not os.path.exists(path):
+        raise DecodeError("file not found (deleted or moved during the scan?)")
+    if not os.access(path, os.R_OK):
+        raise DecodeError("permission denied: make the file readable to scan it")
+    if os.path.getsize(path) == 0:
+        raise DecodeError("empty file (0 bytes)")
+
+
 def open_video(path: str, short_side: int, decoders: Sequence[str] = DECODERS) -> FrameSource:
     """Open `path` with the first decoder that can, in the order given.
 
     Raises:
         DecodeError: no decoder could open it; the message lists each decoder's reason.
     """
-    if not os.access(path, os.R_OK):
-        raise DecodeError("permission denied" if os.path.exists(path) else "file not found")
-    if os.path.getsize(path) == 0:
-        raise DecodeError("empty file (0 bytes)")
+    check_readable(path)
     reasons = []
     for name in decoders:
         try:
-            return SOURCES[name](path, short_side)
+            return source_class(name)(path, short_side)
         except DecodeError as exc:
             reasons.append(f"{name}: {str(exc).replace(path, 'the file').rstrip('.')}")
     raise DecodeError("; ".join(reasons))
+
+
+def source_class(name: str) -> type[FrameSource]:
+    """The FrameSource called `name`: a built-in (decord, pyav) or a `module:Class` import path.
+
+    Raises:
+        UsageError: unknown name, or an import path that does not lead to a FrameSource.
+    """
+    if name in SOURCES:
+        return SOURCES[name]
+    module_name, _, class_name = name.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), class_name) if class_name else None
+    except (ImportError, AttributeError):
+        found = None
+    if not (isinstance(found, type) and issubclass(found, FrameSource)):
+        raise UsageError(f"unknown decoder {name!r}: choose from {', '.join(SOURCES)} or give module:FrameSourceClass")
+    return found
 
 
 def _first_line(text: str) -> str:

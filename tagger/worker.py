@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tagger.decode import FrameSource, centre_crop, open_video
+from tagger.decode import FrameSource, centre_crop, check_readable, open_video
 from tagger.errors import DecodeError
 from tagger.windows import WindowPlan, plan_windows
 
@@ -68,14 +68,17 @@ def stream_windows(source: FrameSource, plan: WindowPlan, size: tuple[int, int],
 def decode_windows(job: VideoJob) -> Iterator[tuple]:
     """Every message for one video, trying each decoder in turn until one reads it to the end."""
     reasons: list[str] = []
-    remaining = list(job.decoders)
-    while remaining:
+    try:
+        check_readable(job.path)
+    except DecodeError as exc:
+        yield ("failed", str(exc))
+        return
+    for name in job.decoders:
         try:
-            source = open_video(job.path, job.short_side, remaining)
+            source = open_video(job.path, job.short_side, (name,))
         except DecodeError as exc:
             reasons.append(str(exc))
-            break
-        remaining = remaining[remaining.index(source.name) + 1 :]
+            continue
         plan = plan_windows(source.timestamps, source.info.duration, job.clip_len, job.frame_interval, job.hop)
         yield ("open", {**asdict(source.info), "decoder": source.name, "starts": plan.starts, "ends": plan.ends})
         try:

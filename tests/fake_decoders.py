@@ -1,0 +1,36 @@
+"""Frame sources that misbehave on purpose, loaded by the scan as `--decoders fake_decoders:Name`.
+
+They stand in for what decord does on some real files: hang forever inside C code (so no Python
+timeout can stop it) or take the whole process down.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from tagger.decode import DecordSource
+
+
+class HangingSource(DecordSource):
+    """Opens like decord, then never returns a frame for videos whose name contains 'hang'."""
+
+    name = "hanging"
+
+    def read(self, indices):
+        if "hang" in os.path.basename(self.path):
+            while True:
+                time.sleep(3600)
+        yield from super().read(indices)
+
+
+class CrashingSource(DecordSource):
+    """Opens like decord, then kills its own process (SIGSEGV) on videos whose name contains 'crash'."""
+
+    name = "crashing"
+
+    def read(self, indices):
+        if "crash" in os.path.basename(self.path):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        yield from super().read(indices)
