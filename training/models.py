@@ -102,6 +102,21 @@ def _conv(c_in: int, c_out: int) -> nn.Conv3d:
     return nn.Conv3d(c_in, c_out, kernel_size=3, padding=1)
 
 
+def init_weights(model: nn.Module) -> None:
+    """He initialisation for ReLU networks (torchvision's choice for video models).
+
+    PyTorch's default init shrinks the signal through C3D's eight BN-free conv layers until the
+    logits barely depend on the input and training stalls at chance; this keeps its scale.
+    """
+    for module in model.modules():
+        if isinstance(module, (nn.Conv3d, nn.Conv2d)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+
+
 class C3D(nn.Module):
     """C3D: conv1a pool1(1x2x2) conv2a pool2 conv3a-b pool3 conv4a-b pool4 conv5a-b pool5 fc6-8.
 
@@ -136,6 +151,7 @@ class C3D(nn.Module):
             nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(config.dropout),
             nn.Linear(fc, config.num_classes),
         )
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, C, T', H', W')
@@ -183,6 +199,7 @@ class VC3D(nn.Module):
             nn.Linear(flat // 4, flat // 8), nn.ReLU(inplace=True),
             nn.Linear(flat // 8, config.num_classes),
         )
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, C, 1, 5, 2) for 16x120x120

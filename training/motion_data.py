@@ -44,9 +44,10 @@ class MotionDataConfig:
     object_size: int = 20  # side of the moving square, pixels
 
 
-def _texture(rng: np.random.Generator, height: int, width: int, block: int) -> np.ndarray:
-    """Random RGB blocks of `block` pixels, uint8 `(height, width, 3)`."""
-    cells = rng.integers(0, 256, size=(-(-height // block), -(-width // block), 3), dtype=np.uint8)
+def _texture(rng: np.random.Generator, height: int, width: int, block: int,
+             low: int = 0, high: int = 256) -> np.ndarray:
+    """Random RGB blocks of `block` pixels with values in [low, high), uint8 `(height, width, 3)`."""
+    cells = rng.integers(low, high, size=(-(-height // block), -(-width // block), 3), dtype=np.uint8)
     return np.repeat(np.repeat(cells, block, 0), block, 1)[:height, :width]
 
 
@@ -102,8 +103,9 @@ def generate_motion_dataset(root: Path, config: MotionDataConfig = MotionDataCon
     paths = []
     for group in range(1, config.groups + 1):
         scene = np.random.default_rng([config.seed, group])
-        background = _texture(scene, config.height, config.width, block=6)
-        patch = _texture(scene, config.object_size, config.object_size, block=4)
+        # A dim, coarse background and a bright, fine object: visible, but the same for all classes.
+        background = _texture(scene, config.height, config.width, block=12, high=110)
+        patch = _texture(scene, config.object_size, config.object_size, block=4, low=140)
         for class_index, name in enumerate(config.classes):
             for clip in range(1, config.clips_per_group + 1):
                 rng = np.random.default_rng([config.seed, group, class_index, clip])
