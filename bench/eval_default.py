@@ -1,0 +1,194 @@
+"""Score an exported model on labelled videos the way `tagger scan` does, and count its mistakes.
+
+Videos come from the shared clips (`../shared/data`, labels from its MANIFEST.tsv) and from any
+folder laid out as `<label>/<video>`. Label `other` (also `none`, `negative`, `NoInstrument`) means
+"no instrument": such a video must get no tag at all. Everything runs through the tagger's own
+runtime code, so what is measured is what a scan stores: `tagger.model.load_model` (onnxruntime,
+contract from the file's metadata) and `tagger.worker.decode_windows` (decord/PyAV, short-side
+resize, centre crop, frames sampled at the model's fps/frame_step, windows of clip_len). A video
+gets a tag when any of its windows reaches that label's threshold (the model's `tagger.threshold`).
+
+    python bench/eval_default.py                        # exports/default.onnx on the shared clips
+    python bench/eval_default.py --model exports/x.onnx ~/footage/labelled --no-shared --json out.json
+
+Needs onnxruntime, numpy and the tagger package only (no torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tagger.model import LoadedModel, load_model
+from tagger.worker import VideoJob, decode_windows
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "exports" / "default.onnx"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+NEGATIVE_LABELS = {"other", "none", "negative", "noinstrument", "background"}
+VIDEO_SUFFIXES = {".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+BATCH = 8  # windows per onnxruntime call, as the scanner batches them
+
+
+@dataclass
+class VideoResult:
+    """What the model made of one labelled video."""
+
+    path: str
+    label: str  # expected tag, or "other" for footage without instruments
+    tags: dict[str, float] = field(default_factory=dict)  # label -> best window score, if tagged
+    top: dict[str, float] = field(default_factory=dict)  # the 3 best labels' best window scores
+    windows: int = 0
+    seconds_inference: float = 0.0
+    error: str | None = None
+
+    @property
+    def negative(self) -> bool:
+        return self.label.lower() in NEGATIVE_LABELS
+
+    @property
+    def correct(self) -> bool:
+        """Positives: the expected tag is among the tags. Negatives: no tag at all."""
+        if self.error:
+            return False
+        return not self.tags if self.negative else self.label in self.tags
+
+
+def manifest_videos(data_dir: Path) -> list[tuple[Path, str]]:
+    """(path, label) of every decodable clip listed in `data_dir/MANIFEST.tsv`."""
+    with open(data_dir / "MANIFEST.tsv", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    return [(data_dir / row["file"], row["label"]) for row in rows
+            if row["file"].startswith("clips/") and row["label"] != "broken"]
+
+
+def folder_videos(root: Path) -> list[tuple[Path, str]]:
+    """(path, label) of every video in `root/<label>/`, recursively."""
+    return [(path, label_dir.name)
+            for label_dir in sorted(p for p in root.iterdir() if p.is_dir())
+            for path in sorted(label_dir.rglob("*"))
+            if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES]
+
+
+def window_scores(model: LoadedModel, path: Path, hop: float | None = None) -> tuple[np.ndarray, float]:
+    """Scores `(W, K)` of every window of `path`, and the seconds spent in onnxruntime.
+
+    Raises:
+        RuntimeError: no decoder could read the video.
+    """
+    contract = model.contract
+    job = VideoJob(job_id=0, path=str(path), short_side=contract.resize, size=tuple(contract.size),
+                   clip_len=contract.clip_len, frame_interval=contract.frame_interval, hop=hop,
+                   decoders=("decord", "pyav"), chunk=BATCH)
+    scores: list[np.ndarray] = []
+    spent = 0.0
+    for message in decode_windows(job):
+        if message[0] == "windows":
+            start = time.perf_counter()
+            scores.append(model.scores(message[2]))
+            spent += time.perf_counter() - start
+        elif message[0] == "reset":  # a decoder failed midway; the next one starts over
+            scores = []
+        elif message[0] == "failed":
+            raise RuntimeError(message[1])
+    return np.concatenate(scores), spent
+
+
+def evaluate_video(model: LoadedModel, path: Path, label: str, hop: float | None = None) -> VideoResult:
+    """Tag one video with `model` and compare with its label."""
+    result = VideoResult(path=str(path), label=label)
+    try:
+        scores, result.seconds_inference = window_scores(model, path, hop)
+    except RuntimeError as exc:
+        result.error = str(exc)
+        return result
+    contract = model.contract
+    best = scores.max(axis=0)  # (K,) each label's best window
+    result.windows = len(scores)
+    for k in np.argsort(-best):
+        name = contract.labels[k]
+        if name != contract.background and len(result.top) < 3:
+            result.top[name] = round(float(best[k]), 4)
+        if name in contract.tag_labels and best[k] >= contract.threshold_for(name):
+            result.tags[name] = round(float(best[k]), 4)
+    return result
+
+
+def summarise(results: list[VideoResult]) -> dict:
+    """Recall on instrument videos, false tags on the others, time per window."""
+    positives = [r for r in results if not r.negative]
+    negatives = [r for r in results if r.negative]
+    windows = sum(r.windows for r in results)
+    return {
+        "instrument_videos": len(positives),
+        "instrument_videos_correct": sum(r.correct for r in positives),
+        "instrument_videos_with_other_tags": sum(bool(set(r.tags) - {r.label}) for r in positives),
+        "other_videos": len(negatives),
+        "other_videos_wrongly_tagged": sum(bool(r.tags) for r in negatives),
+        "failed": sum(r.error is not None for r in results),
+        "windows": windows,
+        "ms_per_window": round(1000 * sum(r.seconds_inference for r in results) / max(windows, 1), 1),
+    }
+
+
+def evaluate(model: LoadedModel, videos: list[tuple[Path, str]], hop: float | None = None,
+             echo: bool = True) -> tuple[list[VideoResult], dict]:
+    """Evaluate every (path, label); print a line per video when `echo`."""
+    results = []
+    for path, label in videos:
+        result = evaluate_video(model, path, label, hop)
+        results.append(result)
+        if echo:
+            mark = "ok " if result.correct else "BAD"
+            shown = result.error or ", ".join(f"{k}={v:.3f}" for k, v in result.top.items())
+            print(f"{mark} {Path(path).name[:44]:44s} {label:14s} tags={sorted(result.tags) or '-'}"
+                  f"  top: {shown}", flush=True)
+    return results, summarise(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="*", type=Path, help="folders laid out as <label>/<video>")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model to evaluate")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="shared data with MANIFEST.tsv")
+    parser.add_argument("--no-shared", action="store_true", help="skip the shared clips")
+    parser.add_argument("--hop", type=float, default=None, help="seconds between windows (default: one window)")
+    parser.add_argument("--json", type=Path, help="write per-video results and the summary here")
+    args = parser.parse_args(argv)
+
+    videos: list[tuple[Path, str]] = []
+    if not args.no_shared:
+        if (args.data / "MANIFEST.tsv").is_file():
+            videos += manifest_videos(args.data)
+        else:
+            print(f"no shared clips at {args.data} (pass --data or --no-shared)", file=sys.stderr)
+    for folder in args.folders:
+        videos += folder_videos(folder)
+    if not videos:
+        print("no videos to evaluate", file=sys.stderr)
+        return 2
+    model = load_model(args.model, device="cpu")
+    c = model.contract
+    print(f"{args.model}: {len(c.labels)} labels, clip_len {c.clip_len} at {c.fps:g} fps / step "
+          f"{c.frame_step} ({c.window_seconds:g} s windows), {c.size[0]}x{c.size[1]} crop of "
+          f"short side {c.resize}")
+    results, summary = evaluate(model, videos, args.hop)
+    print(f"instrument videos tagged correctly: {summary['instrument_videos_correct']}/"
+          f"{summary['instrument_videos']} ({summary['instrument_videos_with_other_tags']} with other tags too); "
+          f"other videos wrongly tagged: {summary['other_videos_wrongly_tagged']}/{summary['other_videos']}; "
+          f"failed: {summary['failed']}; {summary['ms_per_window']} ms per window ({summary['windows']} windows)")
+    if args.json:
+        args.json.write_text(json.dumps({"model": str(args.model), "summary": summary,
+                                         "videos": [asdict(r) for r in results]}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
