@@ -34,3 +34,13 @@ class CrashingSource(DecordSource):
         if "crash" in os.path.basename(self.path):
             os.kill(os.getpid(), signal.SIGSEGV)
         yield from super().read(indices)
+
+
+class SlowSource(DecordSource):
+    """decord, slowed by 0.15 s per video, so a short scan lasts long enough to interrupt it."""
+
+    name = "decord"  # what it stores: the frames are decord's
+
+    def read(self, indices):
+        time.sleep(0.15)
+        yield from super().read(indices)
