@@ -10,12 +10,10 @@ import functools
 import json
 import sys
 import traceback
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from tagger import errors
 from tagger.config import ScanSettings, default_workers, resolve_db, resolve_model
@@ -146,27 +144,54 @@ def models(model: ModelOption = None, device: DeviceOption = "auto") -> None:
     render_model(out, load_model(resolve_model(model), device))
 
 
+MinDurationOption = Annotated[Optional[float], typer.Option("--min-duration", help="Only segments at least this many seconds long")]
+QueryModelOption = Annotated[Optional[str], typer.Option("--model", help="Only tags from this model (name or sha256 prefix)")]
+SourceOption = Annotated[Optional[str], typer.Option("--source", help="Only segments with this evidence: video, audio or both")]
+ThresholdOption = Annotated[Optional[float], typer.Option("--threshold", help="Re-derive segments from stored window scores at this threshold")]
+SmoothOption = Annotated[int, typer.Option("--smooth", help="With --threshold: moving-average width over windows")]
+MaxGapOption = Annotated[int, typer.Option("--max-gap", help="With --threshold: windows below threshold bridged inside a segment")]
+FormatOption = Annotated[Optional[str], typer.Option("--format", help="table, json, csv or tsv [default: table on a terminal, else csv]")]
+
+SEGMENT_COLUMNS = {"path": "path", "label": "label", "start_tc": "start", "end_tc": "end", "duration_s": "seconds",
+                   "score": "score", "source": "source"}
+
+
 @app.command()
 @_boundary
 def query(
     label: LabelOption = None,
     min_score: MinScoreOption = None,
     path: PathOption = None,
-    min_duration: Annotated[Optional[float], typer.Option(help="Only segments at least this many seconds long")] = None,
+    min_duration: MinDurationOption = None,
+    model: QueryModelOption = None,
+    source: SourceOption = None,
     limit: Annotated[Optional[int], typer.Option(help="At most this many rows")] = None,
     sort: Annotated[str, typer.Option(help="path, score or time")] = "path",
-    output_format: Annotated[Optional[str], typer.Option("--format", help="table, json, csv or tsv [default: table on a terminal, else csv]")] = None,
+    all_labels: Annotated[bool, typer.Option("--all", help="List every segment (with no --label, the default is a per-label summary)")] = False,
+    threshold: ThresholdOption = None,
+    smooth: SmoothOption = 1,
+    max_gap: MaxGapOption = 0,
+    output_format: FormatOption = None,
     db: DbOption = None,
 ) -> None:
-    """List stored segments matching the filters.
+    """List stored segments matching the filters; with no --label, a per-label summary.
 
-    Example: tagger query --label PlayingSitar --min-score 0.8
+    Example: tagger query --label PlayingSitar --min-score 0.8 --format csv
     """
-    from tagger.reading import query_segments, render_records
+    from tagger.export import SEGMENT_FIELDS
+    from tagger.queries import SegmentQuery
+    from tagger.reading import label_summary, segment_records
+    from tagger.views import chosen_format, render_records
 
-    records = query_segments(resolve_db(db), label, min_score, path, min_duration, limit, sort)
-    chosen = output_format or ("table" if sys.stdout.isatty() else "csv")
-    render_records(out, records, chosen)
+    chosen = chosen_format(output_format)
+    query = SegmentQuery(tuple(label or ()), min_score, path, None, min_duration, model, source, limit, sort)
+    if not label and not all_labels and threshold is None:
+        records = label_summary(resolve_db(db), query)
+        render_records(out, records, ("label", "videos", "segments", "tagged_s"), chosen)
+        return
+    rules = SegmentRules(smooth=smooth, max_gap=max_gap)
+    records = segment_records(resolve_db(db), query, threshold, rules)
+    render_records(out, records, SEGMENT_FIELDS, chosen, SEGMENT_COLUMNS)
 
 
 @app.command("export-csv")
@@ -176,31 +201,59 @@ def export_csv(
     label: LabelOption = None,
     min_score: MinScoreOption = None,
     path: PathOption = None,
+    min_duration: MinDurationOption = None,
+    model: QueryModelOption = None,
+    source: SourceOption = None,
+    threshold: ThresholdOption = None,
+    smooth: SmoothOption = 1,
+    max_gap: MaxGapOption = 0,
+    windows: Annotated[bool, typer.Option("--windows", help="Export raw per-window scores (one row per window and label)")] = False,
     db: DbOption = None,
 ) -> None:
-    """Write stored segments as CSV, one row per segment.
+    """Write stored segments as CSV, one row per segment (or per window with --windows).
 
     Example: tagger export-csv -o tags.csv --label PlayingGuitar
     """
-    from tagger.reading import query_segments, write_records_csv
+    from tagger.export import SEGMENT_FIELDS, write_csv_file
+    from tagger.queries import SegmentQuery
+    from tagger.reading import WINDOW_FIELDS, segment_records, window_records
 
-    records = query_segments(resolve_db(db), label, min_score, path, None, None, "path")
-    count = write_records_csv(records, output)
+    query = SegmentQuery(tuple(label or ()), min_score, path, None, min_duration, model, source)
+    if windows:
+        count = write_csv_file(window_records(resolve_db(db), query), output, WINDOW_FIELDS)
+    else:
+        records = segment_records(resolve_db(db), query, threshold, SegmentRules(smooth=smooth, max_gap=max_gap))
+        count = write_csv_file(records, output, SEGMENT_FIELDS)
     if output != "-":
-        err.print(f"wrote {count} segments to {output}")
+        err.print(f"wrote {count} rows to {output}", markup=False, highlight=False)
+
+
+@app.command()
+@_boundary
+def show(
+    video: Annotated[str, typer.Argument(help="A scanned video's path")],
+    db: DbOption = None,
+) -> None:
+    """Show one video's timeline per label, its metadata and its segments.
+
+    Example: tagger show ~/videos/concert.mp4
+    """
+    from tagger.reading import video_timeline
+    from tagger.views import render_timeline
+
+    render_timeline(out, *video_timeline(resolve_db(db), video))
 
 
 @app.command()
 @_boundary
 def failed(db: DbOption = None) -> None:
-    """List videos whose last scan failed, with the reason.
+    """List videos whose last scan failed, with the reason (path TAB reason).
 
     Example: tagger failed --db tags.db
     """
     from tagger.reading import failed_videos
 
-    rows = failed_videos(resolve_db(db))
-    for path, reason in rows:
+    for path, reason in failed_videos(resolve_db(db)):
         typer.echo(f"{path}\t{reason}")
 
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterable
 from typing import TextIO
+
+from tagger.errors import UsageError
 
 SEGMENT_FIELDS = (
     "path", "label", "start_s", "end_s", "duration_s", "start_tc", "end_tc",
@@ -61,6 +64,17 @@ def write_csv(records: Iterable[dict], out: TextIO, fields=SEGMENT_FIELDS, delim
         writer.writerow({key: inert_cell(record.get(key)) for key in fields})
         count += 1
     return count
+
+
+def write_csv_file(records: Iterable[dict], output: str, fields) -> int:
+    """Write CSV to the file `output`, or to standard output for '-'; returns the number of rows."""
+    if output == "-":
+        return write_csv(records, sys.stdout, fields)
+    try:
+        with open(output, "w", newline="", encoding="utf-8") as handle:
+            return write_csv(records, handle, fields)
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror}; choose another --output") from exc
 
 
 def write_json(records: Iterable[dict], out: TextIO) -> int:

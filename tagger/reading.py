@@ -1,76 +1,137 @@
-"""The read side: stored segments and failures, as records and as output formats.
+"""The read side: stored tags as flat records, re-thresholded from window scores when asked.
 
-Every read goes through `tagger.store` with bound parameters.
+Commands call these functions and render what they return; all SQL lives in `tagger.queries`.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import groupby
 
-from rich.console import Console
-from rich.table import Table
+import numpy as np
+import sqlalchemy as sa
 
 from tagger.errors import UsageError
-from tagger.export import SEGMENT_FIELDS, segment_record, write_csv, write_json
-from tagger.store import SegmentQuery, Store, select_failed, select_segments
+from tagger.export import segment_record
+from tagger.queries import (
+    ORDERS, SOURCES, SegmentQuery, select_failed, select_label_summary, select_segments, select_video,
+    select_windows,
+)
+from tagger.segments import SegmentRules, merge_segments
+from tagger.store import Store, decode_scores
 
-FORMATS = ("table", "json", "csv", "tsv")
 
-
-def query_segments(
-    db: str,
-    labels: Sequence[str] | None,
-    min_score: float | None,
-    path: str | None,
-    min_duration: float | None,
-    limit: int | None,
-    order: str,
-) -> list[dict]:
-    """Stored segments matching the filters, as flat records."""
-    if order not in SegmentQuery.ORDERS:
-        raise UsageError(f"--sort {order!r} is not one of {', '.join(SegmentQuery.ORDERS)}")
-    query = SegmentQuery(tuple(labels or ()), min_score, path, min_duration, None, limit, order)
+@contextmanager
+def reading(db: str) -> Iterator[sa.Connection]:
+    """A read-only snapshot of an existing database."""
     store = Store(db, create=False)
     try:
         with store.read() as conn:
-            return [segment_record(row) for row in select_segments(conn, query)]
+            yield conn
     finally:
         store.close()
+
+
+def check_query(query: SegmentQuery) -> None:
+    """Raise UsageError for a sort order or source that does not exist."""
+    if query.order not in ORDERS:
+        raise UsageError(f"--sort {query.order!r} is not one of {', '.join(ORDERS)}")
+    if query.source is not None and query.source not in SOURCES:
+        raise UsageError(f"--source {query.source!r} is not one of {', '.join(SOURCES)}")
+
+
+def segment_records(db: str, query: SegmentQuery, threshold: float | None = None,
+                    rules: SegmentRules = SegmentRules()) -> list[dict]:
+    """Segments matching `query`; with `threshold`, re-derived from stored window scores."""
+    check_query(query)
+    with reading(db) as conn:
+        if threshold is None:
+            return [segment_record(row) for row in select_segments(conn, query)]
+        rows = select_windows(conn, query)
+    records = [segment_record(seg) for seg in _rethreshold(rows, query, threshold, rules)]
+    key = {
+        "path": lambda r: (r["path"], r["start_s"], r["label"]),
+        "score": lambda r: (-r["score"], r["path"], r["start_s"]),
+        "time": lambda r: (r["start_s"], r["path"], r["label"]),
+    }[query.order]
+    records.sort(key=key)
+    return records[: query.limit] if query.limit else records
+
+
+class _Row:
+    """A re-derived segment shaped like a stored segment row."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def _rethreshold(rows, query: SegmentQuery, threshold: float, rules: SegmentRules) -> Iterator[_Row]:
+    for _, group in groupby(rows, key=lambda r: r.video_id):
+        group = list(group)
+        first = group[0]
+        background = first.meta.get("tagger.background") or None
+        labels = list(first.labels)
+        wanted = {label: threshold for label in labels
+                  if label != background and (not query.labels or label in query.labels)}
+        scores = np.stack([decode_scores(r.scores) for r in group])
+        starts = np.array([r.start for r in group])
+        ends = np.array([r.end for r in group])
+        for seg in merge_segments(scores, starts, ends, labels, wanted, rules):
+            if query.min_score is not None and seg.score < query.min_score:
+                continue
+            if query.min_duration is not None and seg.duration < query.min_duration - 1e-9:
+                continue
+            yield _Row(path=first.path, label=seg.label, start=seg.start, end=seg.end, score=seg.score,
+                       max_score=seg.max_score, source="video", model=first.model,
+                       video_duration=first.video_duration, fps=first.fps)
+
+
+def label_summary(db: str, query: SegmentQuery) -> list[dict]:
+    """Per label: videos, segments and total tagged seconds."""
+    check_query(query)
+    with reading(db) as conn:
+        return [
+            {"label": r.label, "videos": r.videos, "segments": r.segments, "tagged_s": round(r.seconds or 0.0, 3)}
+            for r in select_label_summary(conn, query)
+        ]
+
+
+WINDOW_FIELDS = ("path", "model", "start_s", "end_s", "label", "score")
+
+
+def window_records(db: str, query: SegmentQuery) -> Iterator[dict]:
+    """Raw window scores, one record per window and label (long format: any model's labels fit)."""
+    check_query(query)
+    with reading(db) as conn:
+        rows = select_windows(conn, query)
+    for row in rows:
+        for label, score in zip(row.labels, decode_scores(row.scores)):
+            if query.labels and label not in query.labels:
+                continue
+            yield {"path": row.path, "model": row.model, "start_s": round(row.start, 3), "end_s": round(row.end, 3),
+                   "label": label, "score": round(float(score), 4)}
+
+
+def video_timeline(db: str, path: str) -> tuple[sa.Row, list[dict], list[sa.Row]]:
+    """One video's stored row, its segments and its windows.
+
+    Raises:
+        UsageError: the video is not in the database.
+    """
+    full = os.path.abspath(os.path.expanduser(path))
+    with reading(db) as conn:
+        video = select_video(conn, full) or select_video(conn, path)
+        if video is None:
+            raise UsageError(f"{path} is not in the database: scan it first (tagger scan {path})")
+        exact = SegmentQuery(exact_path=video.path, order="time")
+        segs = [segment_record(r) for r in select_segments(conn, exact)]
+        wins = select_windows(conn, exact)
+    return video, segs, wins
 
 
 def failed_videos(db: str) -> list[tuple[str, str]]:
     """(path, reason) of every video whose last scan failed."""
-    store = Store(db, create=False)
-    try:
-        with store.read() as conn:
-            return [(row.path, row.error or "") for row in select_failed(conn)]
-    finally:
-        store.close()
-
-
-def render_records(console: Console, records: list[dict], output_format: str) -> None:
-    """Print records as a Rich table, JSON, CSV or TSV."""
-    if output_format not in FORMATS:
-        raise UsageError(f"--format {output_format!r} is not one of {', '.join(FORMATS)}")
-    if output_format == "json":
-        write_json(records, sys.stdout)
-    elif output_format in ("csv", "tsv"):
-        write_csv(records, sys.stdout, delimiter="," if output_format == "csv" else "\t")
-    else:
-        table = Table("path", "label", "start", "end", "duration", "score")
-        for r in records:
-            table.add_row(r["path"], r["label"], r["start_tc"], r["end_tc"], f"{r['duration_s']:.2f}s", f"{r['score']:.2f}")
-        console.print(table)
-        console.print(f"{len(records)} segments")
-
-
-def write_records_csv(records: list[dict], output: str) -> int:
-    """Write records as CSV to a file, or to standard output for '-'."""
-    if output == "-":
-        return write_csv(records, sys.stdout, SEGMENT_FIELDS)
-    try:
-        with open(output, "w", newline="", encoding="utf-8") as handle:
-            return write_csv(records, handle, SEGMENT_FIELDS)
-    except OSError as exc:
-        raise UsageError(f"cannot write {output}: {exc.strerror}; choose another --output") from exc
+    with reading(db) as conn:
+        return [(row.path, row.error or "") for row in select_failed(conn)]

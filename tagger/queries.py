@@ -1,0 +1,140 @@
+"""Read-side SQL: segments, windows, label summaries, one video, failures.
+
+Every filter value is a bound parameter; a path pattern is matched literally except for the glob
+wildcards `*`, `?` (SQLite's GLOB, LIKE with escaping elsewhere). No SQL is built from user text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from tagger.store import models, segments, videos, windows
+
+ORDERS = ("path", "score", "time")
+SOURCES = ("video", "audio", "both")
+
+
+@dataclass(frozen=True)
+class SegmentQuery:
+    """Filters for reading tags back."""
+
+    labels: tuple[str, ...] = ()
+    min_score: float | None = None
+    path: str | None = None  # glob with * and ?, or else a plain substring
+    exact_path: str | None = None  # one video, as stored
+    min_duration: float | None = None
+    model: str | None = None  # model name or sha256 prefix
+    source: str | None = None  # video | audio | both
+    limit: int | None = None
+    order: str = "path"  # path | score | time
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def path_condition(column, pattern: str, dialect: str):
+    """Match `pattern` against `column`: a glob when it has * or ?, else a substring."""
+    is_glob = any(c in pattern for c in "*?")
+    if dialect == "sqlite":
+        escaped = "".join(f"[{c}]" if c in "[]" else c for c in pattern)  # brackets are literal here
+        return column.op("GLOB")(escaped if is_glob else f"*{escaped}*")
+    like = _like_escape(pattern)
+    like = like.replace("*", "%").replace("?", "_") if is_glob else f"%{like}%"
+    return column.like(like, escape="\\")
+
+
+def _video_filters(stmt, query: SegmentQuery, dialect: str):
+    if query.path:
+        stmt = stmt.where(path_condition(videos.c.path, query.path, dialect))
+    if query.exact_path is not None:
+        stmt = stmt.where(videos.c.path == query.exact_path)
+    if query.model:
+        stmt = stmt.where(sa.or_(models.c.name == query.model, models.c.sha256.startswith(query.model, autoescape=True)))
+    return stmt
+
+
+def select_segments(conn: sa.Connection, query: SegmentQuery) -> list[sa.Row]:
+    """Stored segments with their video and model, filtered and ordered as `query` says."""
+    stmt = (
+        sa.select(
+            videos.c.path, segments.c.label, segments.c.start, segments.c.end, segments.c.score,
+            segments.c.max_score, segments.c.source, models.c.name.label("model"),
+            videos.c.duration.label("video_duration"), videos.c.fps,
+        )
+        .join(videos, videos.c.id == segments.c.video_id)
+        .join(models, models.c.id == segments.c.model_id)
+    )
+    stmt = _video_filters(stmt, query, conn.dialect.name)
+    if query.labels:
+        stmt = stmt.where(segments.c.label.in_(query.labels))
+    if query.min_score is not None:
+        stmt = stmt.where(segments.c.score >= query.min_score)
+    if query.min_duration is not None:
+        stmt = stmt.where(segments.c.end - segments.c.start >= query.min_duration - 1e-9)
+    if query.source:
+        stmt = stmt.where(segments.c.source == query.source)
+    order = {
+        "path": (videos.c.path, segments.c.start, segments.c.label),
+        "score": (segments.c.score.desc(), videos.c.path, segments.c.start),
+        "time": (segments.c.start, videos.c.path, segments.c.label),
+    }[query.order]
+    stmt = stmt.order_by(*order)
+    if query.limit:
+        stmt = stmt.limit(query.limit)
+    return list(conn.execute(stmt))
+
+
+def select_windows(conn: sa.Connection, query: SegmentQuery) -> list[sa.Row]:
+    """Stored window scores with each video's model labels, in video then time order."""
+    stmt = (
+        sa.select(
+            videos.c.id.label("video_id"), videos.c.path, windows.c.start, windows.c.end, windows.c.scores,
+            models.c.name.label("model"), models.c.labels, models.c.meta,
+            videos.c.duration.label("video_duration"), videos.c.fps,
+        )
+        .join(videos, videos.c.id == windows.c.video_id)
+        .join(models, models.c.id == windows.c.model_id)
+    )
+    stmt = _video_filters(stmt, query, conn.dialect.name)
+    return list(conn.execute(stmt.order_by(videos.c.path, windows.c.start)))
+
+
+def select_label_summary(conn: sa.Connection, query: SegmentQuery) -> list[sa.Row]:
+    """Per label: how many videos and segments, and the total tagged seconds."""
+    stmt = (
+        sa.select(
+            segments.c.label,
+            sa.func.count(sa.distinct(segments.c.video_id)).label("videos"),
+            sa.func.count().label("segments"),
+            sa.func.sum(segments.c.end - segments.c.start).label("seconds"),
+        )
+        .join(videos, videos.c.id == segments.c.video_id)
+        .join(models, models.c.id == segments.c.model_id)
+        .group_by(segments.c.label)
+        .order_by(segments.c.label)
+    )
+    stmt = _video_filters(stmt, query, conn.dialect.name)
+    if query.min_score is not None:
+        stmt = stmt.where(segments.c.score >= query.min_score)
+    if query.source:
+        stmt = stmt.where(segments.c.source == query.source)
+    return list(conn.execute(stmt))
+
+
+def select_video(conn: sa.Connection, path: str) -> sa.Row | None:
+    """One stored video with its model's name."""
+    stmt = (
+        sa.select(videos, models.c.name.label("model"))
+        .join(models, models.c.id == videos.c.model_id, isouter=True)
+        .where(videos.c.path == path)
+    )
+    return conn.execute(stmt).one_or_none()
+
+
+def select_failed(conn: sa.Connection) -> list[sa.Row]:
+    """Videos whose last scan failed, with the reason."""
+    stmt = sa.select(videos.c.path, videos.c.error, videos.c.scanned_at).where(videos.c.status == "failed")
+    return list(conn.execute(stmt.order_by(videos.c.path)))

@@ -1,0 +1,78 @@
+"""Rich and plain-text rendering of what the read side returns: tables, formats, timelines."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tagger.errors import UsageError
+from tagger.export import timecode, write_csv, write_json
+
+FORMATS = ("table", "json", "csv", "tsv")
+
+
+def chosen_format(requested: str | None) -> str:
+    """The output format: as requested, else a table on a terminal and CSV in a pipe."""
+    chosen = requested or ("table" if sys.stdout.isatty() else "csv")
+    if chosen not in FORMATS:
+        raise UsageError(f"--format {chosen!r} is not one of {', '.join(FORMATS)}")
+    return chosen
+
+
+def render_records(console: Console, records: list[dict], fields: tuple[str, ...], output_format: str,
+                   columns: dict[str, str] | None = None) -> None:
+    """Records as JSON, CSV or TSV with `fields`, or as a table of `columns` (field -> heading)."""
+    if output_format == "json":
+        write_json([{k: r[k] for k in fields} for r in records], sys.stdout)
+    elif output_format in ("csv", "tsv"):
+        write_csv(records, sys.stdout, fields, delimiter="," if output_format == "csv" else "\t")
+    else:
+        columns = columns or {f: f for f in fields}
+        table = Table(*columns.values())
+        for record in records:
+            table.add_row(*(_cell(record[f]) for f in columns))
+        console.print(table)
+        console.print(f"{len(records)} rows")
+
+
+def _cell(value) -> Text:
+    if isinstance(value, float):
+        return Text(f"{value:.2f}")
+    return Text(str(value))  # Text, not markup: a path with [brackets] prints as it is
+
+
+def render_timeline(console: Console, video, segments: list[dict], windows) -> None:
+    """`tagger show`: the video's metadata, a bar per label across its duration, its segments."""
+    duration = video.duration or 0.0
+    info = Table(title=video.path, show_header=False)
+    info.add_row("status", video.status + (f": {video.error}" if video.error else ""))
+    if duration:
+        info.add_row("duration", f"{timecode(duration)} ({duration:.2f} s)")
+        info.add_row("video", f"{video.width}x{video.height} at {video.fps:.3f} fps, {video.frames} frames, "
+                              f"decoded by {video.decoder}")
+    info.add_row("model", str(video.model))
+    info.add_row("windows", str(len(windows)))
+    console.print(info)
+    if not duration:
+        return
+    width = max(20, min(100, console.width - 40))  # characters across the duration; room for label and total
+    bars = Table("label", f"0 … {timecode(duration)}", "tagged", show_lines=False)
+    for label in sorted({s["label"] for s in segments}):
+        cells = [" "] * width
+        total = 0.0
+        for seg in (s for s in segments if s["label"] == label):
+            total += seg["duration_s"]
+            first = int(seg["start_s"] / duration * width)
+            last = max(first, min(width - 1, int(seg["end_s"] / duration * width - 1e-9)))
+            for i in range(first, last + 1):
+                cells[i] = "█"
+        bars.add_row(label, Text("".join(cells), style="green"), f"{total:.1f} s")
+    console.print(bars if segments else "no segments")
+    table = Table("label", "start", "end", "score", "max")
+    for seg in segments:
+        table.add_row(seg["label"], seg["start_tc"], seg["end_tc"], f"{seg['score']:.2f}", f"{seg['max_score']:.2f}")
+    if segments:
+        console.print(table)
