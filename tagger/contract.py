@@ -3,9 +3,14 @@
 `training/` writes it with `ModelContract.to_metadata()`, `tagger/` reads it back with
 `ModelContract.from_metadata()`, so nothing about a model is hard-coded in the tagger.
 
-Video models take input `frames`: uint8 `[N, T, H, W, 3]` RGB (normalisation happens inside the
-graph) and give `logits` or `probs` float32 `[N, K]`. A window covers `clip_len` frames taken every
-`frame_step / fps` seconds, so it spans `clip_len * frame_step / fps` seconds of video.
+Video models (`tagger.kind` = video) take input `frames`: uint8 `[N, T, H, W, 3]` RGB
+(normalisation happens inside the graph) and give `logits` or `probs` float32 `[N, K]`. A window
+covers `clip_len` frames taken every `frame_step / fps` seconds, so it spans
+`clip_len * frame_step / fps` seconds of video.
+
+Audio models (`tagger.kind` = audio) take input `audio`: float32 `[N, S]` mono PCM in [-1, 1] at
+`tagger.sample_rate`, S = `patch_seconds * sample_rate` (any spectrogram is computed inside the
+graph), and give `logits` or `probs` float32 `[N, K]` over their own labels.
 """
 
 from __future__ import annotations
@@ -19,9 +24,13 @@ from tagger.errors import ModelError
 
 PREFIX = "tagger."
 INPUT_NAME = "frames"
+AUDIO_INPUT_NAME = "audio"
 OUTPUT_KINDS = ("logits", "probs")
 MODEL_KINDS = ("video", "audio")
-REQUIRED_KEYS = ("labels", "clip_len", "size", "resize", "fps", "frame_step", "threshold")
+REQUIRED_KEYS = {
+    "video": ("labels", "clip_len", "size", "resize", "fps", "frame_step", "threshold"),
+    "audio": ("labels", "sample_rate", "patch_seconds", "threshold"),
+}
 DEFAULT_THRESHOLD = 0.5  # used for a label the model gives no threshold of its own
 
 
@@ -30,14 +39,16 @@ class ModelContract:
     """Everything the tagger needs to know to feed a model and read its scores."""
 
     labels: tuple[str, ...]
-    clip_len: int  # T: frames per window
-    size: tuple[int, int]  # (H, W) of the centre crop fed to the model
-    resize: int  # short side the frame is scaled to before the centre crop
-    fps: float  # the frame rate the clip is sampled at
-    frame_step: int  # take every frame_step-th frame at `fps`
-    thresholds: Mapping[str, float]  # per-label default score threshold
+    clip_len: int = 0  # video: T, frames per window
+    size: tuple[int, int] = (0, 0)  # video: (H, W) of the centre crop fed to the model
+    resize: int = 0  # video: short side the frame is scaled to before the centre crop
+    fps: float = 0.0  # video: the frame rate the clip is sampled at
+    frame_step: int = 1  # video: take every frame_step-th frame at `fps`
+    thresholds: Mapping[str, float] = field(default_factory=dict)  # per-label default score threshold
     output: str = "logits"  # "logits" (tagger applies softmax) or "probs" (used as they are)
     kind: str = "video"
+    sample_rate: int = 0  # audio: PCM samples per second
+    patch_seconds: float = 0.0  # audio: seconds of sound per input row
     background: str | None = None  # the "nothing of interest" label; never stored as a tag
     arch: str = "unknown"
     version: str = "0"
@@ -45,8 +56,14 @@ class ModelContract:
     extra: Mapping[str, Any] = field(default_factory=dict)  # other tagger.* keys, decoded JSON
 
     @property
+    def input_name(self) -> str:
+        return AUDIO_INPUT_NAME if self.kind == "audio" else INPUT_NAME
+
+    @property
     def window_seconds(self) -> float:
-        """Seconds of video one window covers."""
+        """Seconds of video (or sound) one window covers."""
+        if self.kind == "audio":
+            return self.patch_seconds
         return self.clip_len * self.frame_step / self.fps
 
     @property
@@ -65,13 +82,15 @@ class ModelContract:
 
     def to_metadata(self) -> dict[str, str]:
         """The `metadata_props` strings that describe this model (JSON where structured)."""
+        geometry: dict[str, Any] = (
+            {"sample_rate": self.sample_rate, "patch_seconds": self.patch_seconds}
+            if self.kind == "audio"
+            else {"clip_len": self.clip_len, "size": list(self.size), "resize": self.resize, "fps": self.fps,
+                  "frame_step": self.frame_step}
+        )
         props: dict[str, Any] = {
             "labels": list(self.labels),
-            "clip_len": self.clip_len,
-            "size": list(self.size),
-            "resize": self.resize,
-            "fps": self.fps,
-            "frame_step": self.frame_step,
+            **geometry,
             "threshold": dict(self.thresholds),
             "output": self.output,
             "kind": self.kind,
@@ -87,7 +106,10 @@ class ModelContract:
     def from_metadata(cls, props: Mapping[str, str], source: str = "model") -> ModelContract:
         """Parse and validate `metadata_props`; raise ModelError naming the bad key."""
         values = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
-        missing = [k for k in REQUIRED_KEYS if k not in values]
+        kind = values.get("kind", "video")
+        if kind not in MODEL_KINDS:
+            raise ModelError(f"{source}: {PREFIX}kind must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
+        missing = [k for k in REQUIRED_KEYS[kind] if k not in values]
         if missing:
             raise ModelError(
                 f"{source} has no tagger metadata ({', '.join(PREFIX + k for k in missing)} missing): "
@@ -103,14 +125,16 @@ class ModelContract:
         if not isinstance(thresholds, dict):
             raise ModelError(f"{source}: {PREFIX}threshold must be a number or a JSON object")
         try:
-            size = tuple(int(x) for x in parsed.pop("size"))
+            size = tuple(int(x) for x in parsed.pop("size", (0, 0)))
             contract = cls(
                 labels=tuple(labels),
-                clip_len=int(parsed.pop("clip_len")),
+                clip_len=int(parsed.pop("clip_len", 0)),
                 size=(size[0], size[1]),
-                resize=int(parsed.pop("resize")),
-                fps=float(parsed.pop("fps")),
-                frame_step=int(parsed.pop("frame_step")),
+                resize=int(parsed.pop("resize", 0)),
+                fps=float(parsed.pop("fps", 0.0)),
+                frame_step=int(parsed.pop("frame_step", 1)),
+                sample_rate=int(parsed.pop("sample_rate", 0)),
+                patch_seconds=float(parsed.pop("patch_seconds", 0.0)),
                 thresholds={str(k): float(v) for k, v in thresholds.items()},
                 output=str(parsed.pop("output", "logits")),
                 kind=str(parsed.pop("kind", "video")),
@@ -128,12 +152,15 @@ class ModelContract:
     def validate(self, source: str = "model") -> None:
         """Raise ModelError if the values cannot describe a usable model."""
         problems = []
-        if self.clip_len < 1:
-            problems.append(f"{PREFIX}clip_len must be >= 1, got {self.clip_len}")
-        if min(self.size) < 1 or self.resize < min(self.size):
-            problems.append(f"{PREFIX}size {list(self.size)} must fit inside resize {self.resize}")
-        if self.fps <= 0 or self.frame_step < 1:
-            problems.append(f"{PREFIX}fps and frame_step must be positive")
+        if self.kind == "video":
+            if self.clip_len < 1:
+                problems.append(f"{PREFIX}clip_len must be >= 1, got {self.clip_len}")
+            if min(self.size) < 1 or self.resize < min(self.size):
+                problems.append(f"{PREFIX}size {list(self.size)} must fit inside resize {self.resize}")
+            if self.fps <= 0 or self.frame_step < 1:
+                problems.append(f"{PREFIX}fps and frame_step must be positive")
+        elif self.sample_rate < 1 or self.patch_seconds <= 0:
+            problems.append(f"{PREFIX}sample_rate and patch_seconds must be positive")
         if self.output not in OUTPUT_KINDS:
             problems.append(f"{PREFIX}output must be one of {', '.join(OUTPUT_KINDS)}")
         if self.kind not in MODEL_KINDS:

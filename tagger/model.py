@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagger.contract import INPUT_NAME, ModelContract
+from tagger.contract import ModelContract
 from tagger.errors import ModelError, UsageError
 
 DEFAULT_MODEL_NAME = "default.onnx"
@@ -55,9 +55,9 @@ class LoadedModel:
     def providers(self) -> list[str]:
         return list(self.session.get_providers())
 
-    def scores(self, frames: np.ndarray) -> np.ndarray:
-        """Per-label scores in [0, 1] for `frames` (N, T, H, W, 3) uint8 -> (N, K) float32."""
-        (raw,) = self.session.run([self.output_name], {INPUT_NAME: frames})
+    def scores(self, inputs: np.ndarray) -> np.ndarray:
+        """Per-label scores in [0, 1]: video frames (N, T, H, W, 3) uint8 or audio (N, S) float32 -> (N, K)."""
+        (raw,) = self.session.run([self.output_name], {self.contract.input_name: inputs})
         raw = np.asarray(raw, dtype=np.float32)
         if self.contract.output == "probs":
             return raw
@@ -120,15 +120,17 @@ def load_model(path: str | os.PathLike | None, device: str = "auto", threads: in
 
 def _check_io(session, contract: ModelContract, model_path: Path) -> str:
     inputs = {i.name: i for i in session.get_inputs()}
-    if INPUT_NAME not in inputs:
-        raise ModelError(f"{model_path}: has no input named {INPUT_NAME!r} (found {', '.join(inputs)})")
-    shape = inputs[INPUT_NAME].shape
-    expected = [contract.clip_len, *contract.size, 3]
-    if contract.kind == "video" and (
-        len(shape) != 5 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected))
-    ):
+    name = contract.input_name
+    if name not in inputs:
+        raise ModelError(f"{model_path}: has no input named {name!r} (found {', '.join(inputs)})")
+    shape = inputs[name].shape
+    if contract.kind == "video":
+        expected = [contract.clip_len, *contract.size, 3]
+    else:
+        expected = [round(contract.patch_seconds * contract.sample_rate)]
+    if len(shape) != len(expected) + 1 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected)):
         raise ModelError(
-            f"{model_path}: input {INPUT_NAME} has shape {shape}, expected [N, {', '.join(map(str, expected))}]"
+            f"{model_path}: input {name} has shape {shape}, expected [N, {', '.join(map(str, expected))}]"
         )
     outputs = [o.name for o in session.get_outputs()]
     if contract.output not in outputs:
