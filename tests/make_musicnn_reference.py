@@ -1,0 +1,131 @@
+"""Regenerate tests/data/musicnn_reference.npz: the ORIGINAL musicnn (TensorFlow graph + librosa) on fixed audio.
+
+This is the only place TensorFlow and librosa are used, and they never enter the project's venv
+(the wheel pins numpy<1.17 and TF 1). Run it in a throwaway venv:
+
+    pip download --no-deps musicnn==0.1.0 -d /tmp/musicnn
+    python3 -m venv /tmp/tfenv && /tmp/tfenv/bin/pip install tensorflow-cpu librosa av numpy
+    /tmp/tfenv/bin/python tests/make_musicnn_reference.py --wheel /tmp/musicnn/musicnn-0.1.0-py3-none-any.whl
+
+(recorded with tensorflow-cpu 2.21.0, librosa 0.11.0, numpy 2.4.6, av 18.1.0).
+
+What it stores, per row (3 s patches of 3 shared clips' soundtracks + one synthetic chord):
+- `audio_int16` `(R, 47616)`: 16 kHz mono PCM (PyAV resampler), quantised to int16 so the file
+  stays small; every reference below was computed from exactly `audio_int16 / 32768`.
+- `log_mel` `(R, 187, 96)`: librosa's `melspectrogram(n_fft=512, hop_length=256, n_mels=96,
+  pad_mode="reflect")` (reflect: the default of the librosa musicnn was trained with; librosa >= 0.10
+  pads with zeros) then `log10(10000 * x + 1)`, in float32.
+- `probs` `(R, 50)`: the original graph (`MTT_musicnn/.meta`, forward part only, variables read with
+  TensorFlow's own checkpoint reader, is_training=False) on `log_mel`, through its sigmoid.
+- `probs_float16_mel`: the same with the wheel's float16 cast of the mel power (for information).
+- `mel_matrix` `(96, 257)`: `librosa.filters.mel(sr=16000, n_fft=512, n_mels=96)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import zipfile
+from pathlib import Path
+
+import av
+import librosa
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
+
+SAMPLE_RATE, N_FFT, HOP, N_MELS, SAMPLES = 16000, 512, 256, 96, 47616
+CLIPS = (  # (file in ../shared/data/clips, start second of the patch)
+    ("vta-ldm__0DCit2EBtjs_000030.mp4", 3.0),  # singer with acoustic guitar
+    ("maskvat.github.io__cello.mp4", 2.0),  # cellist on stage
+    ("musicalgestures__pianist.avi", 30.0),  # solo piano
+)
+OUT = Path(__file__).resolve().parent / "data" / "musicnn_reference.npz"
+SHARED_CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
+
+
+def decode(path: Path) -> np.ndarray:
+    """The first audio stream as 16 kHz mono float32, the way the tagger decodes it."""
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        chunks = []
+        for frame in container.decode(container.streams.audio[0]):
+            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+        chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def synthetic_chord() -> np.ndarray:
+    """A 220/277/330 Hz chord with decaying harmonics, plus a little noise (fixed seed)."""
+    t = np.arange(SAMPLES) / SAMPLE_RATE
+    tone = sum(0.2 / h * np.sin(2 * np.pi * f * h * t) for f in (220.0, 277.18, 329.63) for h in (1, 2, 3))
+    return (tone + 0.01 * np.random.default_rng(0).standard_normal(SAMPLES)).astype(np.float32)
+
+
+def log_mel(audio: np.ndarray, float16: bool = False) -> np.ndarray:
+    mel = librosa.feature.melspectrogram(y=audio, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS,
+                                         pad_mode="reflect").T
+    if float16:
+        mel = mel.astype(np.float16)
+    return np.log10(10000 * mel + 1).astype(np.float32)
+
+
+def original_graph(checkpoint_prefix: str):
+    """The forward part of the training graph, its variables frozen to the checkpoint's values."""
+    meta = meta_graph_pb2.MetaGraphDef()
+    meta.ParseFromString(Path(checkpoint_prefix + ".meta").read_bytes())
+    graph_def = tf.compat.v1.graph_util.extract_sub_graph(meta.graph_def, ["model/Sigmoid"])
+    reader = tf.compat.v1.train.NewCheckpointReader(checkpoint_prefix)  # the prefix itself, not the stale "checkpoint" file
+    frozen = tf.compat.v1.GraphDef()
+    for node in graph_def.node:
+        node.attr.pop("_output_shapes", None)
+        if node.op == "VariableV2":
+            value = reader.get_tensor(node.name)
+            const = tf.compat.v1.NodeDef(name=node.name, op="Const")
+            const.attr["dtype"].type = tf.float32.as_datatype_enum
+            const.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value))
+            node = const
+        frozen.node.append(node)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(frozen, name="")
+    return graph
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wheel", required=True, help="musicnn-0.1.0-py3-none-any.whl")
+    args = parser.parse_args()
+    rows, sources = [], []
+    for name, start in CLIPS:
+        audio = decode(SHARED_CLIPS / name)
+        first = int(start * SAMPLE_RATE)
+        rows.append(audio[first:first + SAMPLES])
+        sources.append(f"{name}@{start}s")
+    rows.append(synthetic_chord())
+    sources.append("synthetic chord 220/277/330 Hz + noise")
+    audio_int16 = np.stack([np.clip(np.round(r * 32768), -32768, 32767) for r in rows]).astype(np.int16)
+    audio = audio_int16.astype(np.float32) / 32768
+    mels = np.stack([log_mel(a) for a in audio])
+    mels16 = np.stack([log_mel(a, float16=True) for a in audio])
+    with tempfile.TemporaryDirectory() as folder:
+        with zipfile.ZipFile(args.wheel) as wheel:
+            wheel.extractall(folder, [n for n in wheel.namelist() if "/MTT_musicnn/" in n])
+        graph = original_graph(folder + "/musicnn/MTT_musicnn/")
+        with tf.compat.v1.Session(graph=graph) as session:
+            def run(x: np.ndarray) -> np.ndarray:
+                return session.run("model/Sigmoid:0", {"model/Placeholder:0": x, "model/Placeholder_2:0": False})
+            probs, probs16 = run(mels), run(mels16)
+    OUT.parent.mkdir(exist_ok=True)
+    np.savez_compressed(OUT, audio_int16=audio_int16, log_mel=mels, probs=probs.astype(np.float32),
+                        probs_float16_mel=probs16.astype(np.float32),
+                        mel_matrix=librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS).astype(np.float32),
+                        sources=np.array(sources), versions=np.array(
+                            [f"tensorflow {tf.__version__}", f"librosa {librosa.__version__}", f"numpy {np.__version__}"]))
+    print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
+    for source, row in zip(sources, probs):
+        print(source, np.round(row, 3).tolist())
+
+
+if __name__ == "__main__":
+    main()
