@@ -93,8 +93,8 @@ def scan(
     force: Annotated[bool, typer.Option(help="Re-tag videos even when unchanged")] = False,
     workers: Annotated[int, typer.Option(help="Decoder processes")] = default_workers(),
     timeout: Annotated[float, typer.Option(help="Seconds a decoder may make no progress before it is killed")] = 120.0,
-    batch_size: Annotated[int, typer.Option(help="Windows per inference batch")] = 16,
-    decoders: Annotated[str, typer.Option(help="Decoders to try in order: decord, pyav, or module:FrameSourceClass")] = "decord,pyav",
+    batch_size: Annotated[int, typer.Option(help="Windows per inference batch; 0 = auto (about 16 frames on CPU, 64 on CUDA)")] = 0,
+    decoders: Annotated[str, typer.Option(help="Decoders to try in order: pyav, decord, or module:FrameSourceClass")] = "pyav,decord",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table; errors only")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end")] = False,
 ) -> None:

@@ -50,9 +50,9 @@ class ScanSettings:
     threshold: float | None = None  # one threshold for every label; None = the model's own
     segment_rules: SegmentRules = field(default_factory=SegmentRules)
     discovery: DiscoveryRules = field(default_factory=DiscoveryRules)
-    batch_size: int = 16  # windows per inference call, gathered across videos
+    batch_size: int = 0  # windows per inference call, gathered across videos; 0 = auto (see model.py)
     workers: int = field(default_factory=default_workers)
     timeout: float = 120.0  # seconds a decoder may go without progress before it is killed
     threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's choice
     force: bool = False  # re-tag videos even when unchanged
-    decoders: tuple[str, ...] = ("decord", "pyav")  # tried in order
+    decoders: tuple[str, ...] = ("pyav", "decord")  # tried in order; PyAV first: see decode.py

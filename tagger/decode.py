@@ -1,4 +1,4 @@
-"""Frame sources: decord first, PyAV as the fallback, both resizing while they decode.
+"""Frame sources: PyAV first, decord as the fallback, both resizing while they decode.
 
 A `FrameSource` knows a video's frame timestamps before any frame is decoded, so the window plan
 can pick exactly the frames it needs, and `read(indices)` decodes each needed frame once, in
@@ -18,7 +18,7 @@ import numpy as np
 
 from tagger.errors import DecodeError, UsageError
 
-DECODERS = ("decord", "pyav")
+DECODERS = ("pyav", "decord")  # default order: PyAV decodes long-GOP H.264 2.4x faster (see README)
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,11 @@ def _clean_timestamps(stamps: np.ndarray, fps: float) -> tuple[np.ndarray, float
 
 
 class PyAVSource(FrameSource):
-    """PyAV (FFmpeg): reads what decord cannot; one demux pass for timestamps, one decode pass."""
+    """PyAV (FFmpeg): one demux pass for timestamps, then one sequential decode pass.
+
+    Sequential decoding suits sparse sampling of long-GOP video, where decord seeks back to a
+    keyframe for every sampled frame. Rotation metadata (phone videos) is applied, as players do.
+    """
 
     name = "pyav"
 
@@ -156,20 +160,23 @@ class PyAVSource(FrameSource):
                     raise DecodeError("no video stream")
                 stream = container.streams.video[0]
                 pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size]
-                width, height = stream.codec_context.width, stream.codec_context.height
                 base = float(stream.time_base)
                 rate = float(stream.average_rate or stream.guessed_rate or 0)
+            with av.open(path) as container:
+                first = next(container.decode(container.streams.video[0]), None)
         except av.FFmpegError as exc:
             raise DecodeError(_first_line(exc.strerror or str(exc))) from exc
-        if not pts or width < 1:
+        if not pts or first is None:
             raise DecodeError("no decodable video frames")
+        self._turns = round(-getattr(first, "rotation", 0) / 90) % 4  # quarter turns clockwise
+        width, height = (first.height, first.width) if self._turns % 2 else (first.width, first.height)
         stamps = (np.sort(np.asarray(pts, dtype=np.float64)) - min(pts)) * base
         if rate <= 0:
             rate = (len(stamps) - 1) / stamps[-1] if stamps[-1] > 0 else 25.0
         self._timestamps = stamps
-        self._size = scaled_size(width, height, short_side)
-        duration = float(stamps[-1] + 1.0 / rate)
-        self._info = VideoInfo(width, height, rate, len(stamps), duration)
+        out_w, out_h = scaled_size(width, height, short_side)
+        self._decode_size = (out_h, out_w) if self._turns % 2 else (out_w, out_h)  # before rotation
+        self._info = VideoInfo(width, height, rate, len(stamps), float(stamps[-1] + 1.0 / rate))
 
     @property
     def info(self) -> VideoInfo:
@@ -179,21 +186,24 @@ class PyAVSource(FrameSource):
     def timestamps(self) -> np.ndarray:
         return self._timestamps
 
+    def _to_array(self, frame) -> np.ndarray:
+        width, height = self._decode_size
+        image = frame.to_ndarray(width=width, height=height, format="rgb24")
+        return np.ascontiguousarray(np.rot90(image, k=-self._turns)) if self._turns else image
+
     def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         import av
 
         wanted = iter(indices)
         target = next(wanted, None)
-        width, height = self._size
         last = None
         try:
             with av.open(self.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
-                position = -1
                 for position, frame in enumerate(container.decode(stream)):
                     while target is not None and target == position:
-                        last = frame.to_ndarray(width=width, height=height, format="rgb24")
+                        last = self._to_array(frame)
                         yield target, last
                         target = next(wanted, None)
                     if target is None:

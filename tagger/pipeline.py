@@ -113,6 +113,7 @@ class Scanner:
         self.videos: dict[int, _Video] = {}
         self.batch: list[tuple[int, int, int, np.ndarray]] = []  # (job, generation, first window, clips)
         self.summary = ScanSummary(model=str(model.path), providers=model.providers)
+        self.batch_size = settings.batch_size or model.auto_batch_size()
 
     def run(self, paths: Sequence[str]) -> ScanSummary:
         began = time.monotonic()
@@ -159,7 +160,7 @@ class Scanner:
                              timeout=0 if waiting else 0.5)
                 for worker in workers:
                     self._receive(worker, ready)
-                if self._batch_windows() >= self.settings.batch_size or (waiting and not ready):
+                if self._batch_windows() >= self.batch_size or (waiting and not ready):
                     self._run_batch()
                 workers = [self._check_health(w, context) for w in workers]
         finally:

@@ -11,6 +11,7 @@ import signal
 import time
 
 from tagger.decode import DecordSource
+from tagger.errors import DecodeError
 
 
 class HangingSource(DecordSource):
@@ -44,3 +45,24 @@ class SlowSource(DecordSource):
     def read(self, indices):
         time.sleep(0.15)
         yield from super().read(indices)
+
+
+class UnopenableSource(DecordSource):
+    """Cannot open anything, like decord on a file whose container it does not understand."""
+
+    name = "unopenable"
+
+    def __init__(self, path, short_side):
+        raise DecodeError("cannot open this container")
+
+
+class MidwayFailingSource(DecordSource):
+    """Opens, returns a few frames, then fails: the scan must start over with the next decoder."""
+
+    name = "midway"
+
+    def read(self, indices):
+        for count, item in enumerate(super().read(indices)):
+            if count == 3:
+                raise DecodeError("Error sending packet")
+            yield item

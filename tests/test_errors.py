@@ -138,7 +138,7 @@ def test_broken_files_fail_alone_and_exit_3(runner, colour_model, tmp_path):
     assert summary["tagged"] == 1
     reasons = {item["path"].rsplit("/", 1)[1]: item["reason"] for item in summary["failed"]}
     assert reasons["empty.mp4"] == "empty file (0 bytes)"
-    assert reasons["random.avi"].startswith("decord: ")
+    assert reasons["random.avi"] == "pyav: Invalid data found when processing input; decord: Error reading the file"
     with sqlite3.connect(db) as conn:
         rows = dict(conn.execute("select path, status from videos").fetchall())
         assert rows == {str(root / "good.mp4"): "ok", str(root / "empty.mp4"): "failed", str(root / "random.avi"): "failed"}
@@ -158,4 +158,4 @@ def test_shared_broken_files(shared_data, runner, colour_model, tmp_path):
     with sqlite3.connect(db) as conn:
         decoders = dict(conn.execute("select path, decoder from videos where status = 'ok'").fetchall())
     assert decoders[str(shared_data / "broken" / "moviepy__no_duration.webm")] == "pyav"  # decord cannot open it
-    assert decoders[str(shared_data / "broken" / "decord__video_90.mov")] == "decord"
+    assert decoders[str(shared_data / "broken" / "decord__video_90.mov")] == "pyav"

@@ -55,3 +55,29 @@ def test_an_unknown_decoder_is_a_usage_error(runner, colour_model, tmp_path):
     assert result.stderr.strip() == (
         "Error: unknown decoder 'nope': choose from decord, pyav or give module:FrameSourceClass"
     )
+
+
+def test_the_next_decoder_takes_over_when_one_cannot_open(runner, colour_model, tmp_path):
+    root = _folder_with(tmp_path, "m_other.mp4")
+    db = tmp_path / "t.db"
+    result = runner.invoke(app, ["scan", str(root), "--db", str(db), "--model", str(colour_model), "--json",
+                                 "--decoders", "fake_decoders:UnopenableSource,pyav"])
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(db) as conn:
+        assert {d for (d,) in conn.execute("select decoder from videos")} == {"pyav"}
+
+
+def test_a_decoder_failing_midway_is_replaced_and_its_windows_discarded(runner, colour_model, tmp_path):
+    root = tmp_path / "one"
+    root.mkdir()
+    write_video(root / "clip.mp4", 6, codec="h264", colour_at=solid(RED))
+    reference_db, db = tmp_path / "ref.db", tmp_path / "t.db"
+    runner.invoke(app, ["scan", str(root), "--db", str(reference_db), "--model", str(colour_model), "--decoders", "decord"])
+    result = runner.invoke(app, ["scan", str(root), "--db", str(db), "--model", str(colour_model), "--json",
+                                 "--decoders", "fake_decoders:MidwayFailingSource,decord"])
+    assert result.exit_code == 0, result.output
+    query = "select v.decoder, w.start, w.end, w.scores from windows w join videos v on v.id = w.video_id order by w.start"
+    with sqlite3.connect(db) as conn, sqlite3.connect(reference_db) as ref:
+        rows, expected = conn.execute(query).fetchall(), ref.execute(query).fetchall()
+    assert rows == expected  # every window once, from the decoder that finished
+    assert {row[0] for row in rows} == {"decord"}
