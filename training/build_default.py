@@ -135,24 +135,33 @@ def time_windows(onnx_path: Path, config: DefaultModelConfig, batch: int, repeat
 
 
 CHOICES = {
-    "frames": "clip_len 8 at 2 fps (frame_step 1): 4 s windows, 2 frames per second of video. "
-              "On the shared clips 8 frames x 0.5 s gave the weakest instrument clip (pianist, a "
-              "digital piano) a best window of 0.37 and the worst non-instrument window 0.037; "
-              "4 frames x 0.25 s had the same recall but let confusions reach 0.088, and 1 frame/s "
-              "halves the cost but leaves 8 s segments with the same separation (0.36 / 0.040).",
-    "resolution": "short side 224, 224x224 centre crop (Lite0's native size). 160 and 192 sharpen the "
-                  "softmax for confusions as much as for instruments (eye make-up reached "
-                  "harmonica 0.71 on one frame at 160, 0.35 at 192, 0.15 at 224); 224x288 crops "
-                  "lowered every instrument's score (violin 0.73 -> 0.49) and cost 29% more.",
-    "pooling": "mean over the window's frames: median measured the same (worst negative window 0.034 "
-               "vs 0.037) and the mean is linear, so per-tag sums and pooling commute.",
+    "measured_with": "python bench/calibrate_default.py --negatives DIR (shared clips plus 1 dancer "
+                     "video and 16 photos from the musicalgestures and scikit-image wheels); each "
+                     "number is a tag score in [0, 1]",
+    "frames": "clip_len 8 at 2 fps (frame_step 1): 4 s windows, 2 frames per second of video. At "
+              "224 px, 8 frames 0.5 s apart gave the weakest instrument clip (pianist at a digital "
+              "piano) a best window of 0.36 for its tag and the worst non-instrument window 0.041; "
+              "4 frames 0.25 s apart gave 0.39 / 0.097 (short windows let one odd frame through); "
+              "8 frames 1 s apart halve the cost at 0.33 / 0.044 but give 8 s segments.",
+    "resolution": "short side 224, 224x224 centre crop (Lite0's native size). Worst non-instrument "
+                  "frame: 0.81 at 160 px (pancake -> marimba), 0.35 at 192, 0.17 at 224. 256 -> 224 "
+                  "(0.09) crops away a further 12.5% of the frame edge, where band members and "
+                  "off-centre players are, and lowered the snare drum from 0.92 to 0.77; a 224x288 "
+                  "crop lowered every instrument (violin 0.83 -> 0.60, pianist 0.36 -> 0.28) and "
+                  "does not fit inside portrait video scaled to a 224 short side.",
+    "pooling": "mean over the window's frames: the median measured about the same (worst "
+               "non-instrument window 0.034 vs 0.041, same instrument scores) and the mean is linear, "
+               "so summing classes into tags and pooling frames commute.",
     "background": "NoInstrument = 1 - sum of the tag scores, so the output is a probability vector "
                   "(it sums to 1); the runtime thresholds each tag, so 1 - max would tag the same.",
-    "thresholds": "0.25 for core tags: above 1.5x the highest single-frame tag probability seen on any "
-                  "non-instrument frame (0.15, eye make-up -> harmonica; 907 clip frames, 252 frames "
-                  "of a dancer, 16 photos), so even a whole window of such frames stays untagged, and "
-                  "below the weakest instrument clip's best window (0.37). 0.40 for extra tags, which "
-                  "no calibration clip shows and whose classes include everyday-object confusions.",
+    "thresholds": "0.25 for core tags: about 4x the highest core-tag probability on any "
+                  "non-instrument frame (0.065, a fire video -> drum) and 6x the worst non-instrument "
+                  "window (0.041), so a window needs several frames of sustained evidence, while the "
+                  "weakest instrument clip's best window (0.36) still passes. It sits above the "
+                  "midpoint (0.20) on purpose: footage without instruments is the common case in an "
+                  "archive. 0.40 for extra tags, which no calibration clip shows and whose classes "
+                  "include everyday-object confusions (harmonica reached 0.17 on one eye make-up "
+                  "frame, marimba 0.09 on a pancake pan).",
 }
 
 
