@@ -93,6 +93,13 @@ def test_loud_audio_stays_finite(session):
     assert np.isfinite(probs).all() and (probs >= 0).all() and (probs <= 1).all()
 
 
+def test_silence_is_no_instrument(session, contract):
+    """The tagger pads short sound tracks with silence; silence must not become a tag."""
+    probs = session.run(["probs"], {AUDIO_INPUT_NAME: np.zeros((1, SAMPLES), np.float32)})[0][0]
+    for i, label in enumerate(instrument_labels()):
+        assert probs[i] < contract.threshold_for(label), label
+
+
 def test_mapping_covers_every_instrument_with_real_tags():
     assert len(MTT_TAGS) == 50 and len(set(MTT_TAGS)) == 50
     assert len(set(instrument_labels())) == len(INSTRUMENTS)

@@ -176,6 +176,20 @@ def score_clips(onnx_path: Path, config: MusicnnConfig, clips: Path = SHARED_CLI
     return rows
 
 
+def score_probes(onnx_path: Path, config: MusicnnConfig) -> dict[str, dict[str, float]]:
+    """Instrument scores on synthetic sounds a soundtrack may hold: silence, noise, a test tone."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    t = np.arange(config.patch_samples) / config.sample_rate
+    noise = np.random.default_rng(0).standard_normal(config.patch_samples)
+    probes = {"silence (short tracks are padded with it)": np.zeros_like(t), "white noise, rms 0.1": 0.1 * noise,
+              "1 kHz test tone, amplitude 0.5": 0.5 * np.sin(2 * np.pi * 1000 * t),
+              "full-scale square wave, 110 Hz": np.sign(np.sin(2 * np.pi * 110 * t))}
+    probs = session.run(["probs"], {AUDIO_INPUT_NAME: np.stack(list(probes.values())).astype(np.float32)})[0]
+    names = instrument_labels()
+    return {probe: {names[i]: round(float(row[i]), 3) for i in np.argsort(-row[:len(names)])[:2]}
+            for probe, row in zip(probes, probs)}
+
+
 def time_patches(onnx_path: Path, samples: int, batch: int, repeats: int = 10) -> float:
     """Median milliseconds per patch for onnxruntime on this machine's CPU, at `batch` patches."""
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -265,6 +279,7 @@ def build(wheel: Path, out_dir: Path = ROOT / "exports", build_config: MusicnnBu
                      "ms_per_patch_batch8": time_patches(onnx_path, config.patch_samples, 8),
                      "cpu": f"{os.cpu_count()} cores, onnxruntime CPUExecutionProvider"},
     }
+    card["measured"]["synthetic_probes"] = score_probes(onnx_path, config)
     if clips.is_dir():
         card["measured"]["shared_clips"] = score_clips(onnx_path, config, clips)
     onnx_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")

@@ -58,7 +58,8 @@ INSTRUMENTS: tuple[InstrumentTags, ...] = (
                    "direct; note the model hears the shared cello clip as violin (0.64) more than "
                    "cello (0.45): audio alone mixes up the two bowed strings"),
     InstrumentTags("PlayingFlute", ("flute",),
-                   "direct; pure sine-like tones also score flute, so synthetic beeps can trigger it"),
+                   "direct; pure tones score flute too (a 1 kHz test tone: 0.997), so beeps and test "
+                   "tones over a picture without a flute need the video evidence to rule them out"),
     InstrumentTags("Drumming", ("drums",),
                    "'beat', 'beats', 'techno', 'dance' left out: programmed electronic beats, no "
                    "person drumming (and 'beat' reached 0.25 on keyboard typing)"),
