@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from tagger import errors
-from tagger.config import ScanSettings, default_workers, resolve_db, resolve_model
+from tagger.config import STREAMS, ScanSettings, default_workers, resolve_audio_model, resolve_db, resolve_model
 from tagger.discover import DiscoveryRules
 from tagger.segments import SegmentRules
 
@@ -95,6 +95,8 @@ def scan(
     timeout: Annotated[float, typer.Option(help="Seconds a decoder may make no progress before it is killed")] = 120.0,
     batch_size: Annotated[int, typer.Option(help="Windows per inference batch; 0 = auto (about 16 frames on CPU, 64 on CUDA)")] = 0,
     decoders: Annotated[str, typer.Option(help="Decoders to try in order: pyav, decord, or module:FrameSourceClass")] = "pyav,decord",
+    streams: Annotated[str, typer.Option(help="both: vision and sound (when an audio model is there); video: vision only")] = "both",
+    audio_model: Annotated[Optional[str], typer.Option("--audio-model", help="Exported audio ONNX model [env: TAGGER_AUDIO_MODEL; default: shipped]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table; errors only")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end")] = False,
 ) -> None:
@@ -108,6 +110,8 @@ def scan(
 
     if hop is not None and hop <= 0:
         raise errors.UsageError(f"--hop must be positive, got {hop}")
+    if streams not in STREAMS:
+        raise errors.UsageError(f"--streams {streams!r} is not one of {', '.join(STREAMS)}")
     decoder_names = tuple(name.strip() for name in decoders.split(",") if name.strip())
     for name in decoder_names:
         source_class(name)  # an unknown decoder is a usage error now, not a failure per video
@@ -117,6 +121,7 @@ def scan(
         discovery=DiscoveryRules(include=tuple(include or ()), exclude=tuple(exclude or ()), hidden=hidden,
                                  follow_symlinks=follow_symlinks),
         batch_size=batch_size, workers=max(1, workers), timeout=timeout, force=force, decoders=decoder_names,
+        streams=streams, audio_model=resolve_audio_model(audio_model),
     )
     show = not quiet and not json_summary
     with RichProgress(err, enabled=show) as progress:

@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tagger.discover import DiscoveryRules
+from tagger.fusion import FusionRules
 from tagger.segments import SegmentRules
 
 ENV_DB = "TAGGER_DB"
 ENV_MODEL = "TAGGER_MODEL"
+ENV_AUDIO_MODEL = "TAGGER_AUDIO_MODEL"
+STREAMS = ("both", "video")
 
 
 def default_db_path() -> Path:
@@ -32,6 +35,11 @@ def resolve_db(flag: str | None) -> str:
 def resolve_model(flag: str | None) -> str | None:
     """The model to use: --model, else $TAGGER_MODEL, else None (the shipped default)."""
     return flag or os.environ.get(ENV_MODEL) or None
+
+
+def resolve_audio_model(flag: str | None) -> str | None:
+    """The audio model: --audio-model, else $TAGGER_AUDIO_MODEL, else None (the shipped one)."""
+    return flag or os.environ.get(ENV_AUDIO_MODEL) or None
 
 
 def default_workers() -> int:
@@ -56,3 +64,6 @@ class ScanSettings:
     threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's choice
     force: bool = False  # re-tag videos even when unchanged
     decoders: tuple[str, ...] = ("pyav", "decord")  # tried in order; PyAV first: see decode.py
+    streams: str = "both"  # "both": vision and sound when an audio model is there; "video": vision only
+    audio_model: str | None = None  # None: the shipped audio model, if installed
+    fusion: FusionRules = field(default_factory=FusionRules)

@@ -178,9 +178,20 @@ def _dump(value: Any) -> str:
 
 
 def _load(key: str, text: str, source: str) -> Any:
+    """A metadata value: plain text for the string keys, JSON for the rest.
+
+    `to_metadata` writes strings as they are, so an extra key whose text is not JSON is a string.
+    """
     if key in ("output", "kind", "background", "arch", "version"):
         return text
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ModelError(f"{source}: {PREFIX}{key} is not valid JSON ({exc.msg})") from exc
+        if key in STRUCTURED_KEYS:
+            raise ModelError(f"{source}: {PREFIX}{key} is not valid JSON ({exc.msg})") from exc
+        return text
+
+
+STRUCTURED_KEYS = frozenset(
+    {"labels", "clip_len", "size", "resize", "fps", "frame_step", "threshold", "train", "sample_rate", "patch_seconds"}
+)

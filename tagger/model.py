@@ -18,14 +18,15 @@ from tagger.contract import ModelContract
 from tagger.errors import ModelError, UsageError
 
 DEFAULT_MODEL_NAME = "default.onnx"
+DEFAULT_AUDIO_MODEL_NAME = "musicnn.onnx"
 DEVICES = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
-def default_model_path() -> Path:
-    """The model shipped with the package."""
-    return Path(str(resources.files("tagger.exports").joinpath(DEFAULT_MODEL_NAME)))
+def default_model_path(name: str = DEFAULT_MODEL_NAME) -> Path:
+    """A model shipped with the package."""
+    return Path(str(resources.files("tagger.exports").joinpath(name)))
 
 
 def file_sha256(path: Path) -> str:
@@ -128,6 +129,23 @@ def load_model(path: str | os.PathLike | None, device: str = "auto", threads: in
     contract = ModelContract.from_metadata(props, source=str(model_path))
     output_name = _check_io(session, contract, model_path)
     return LoadedModel(model_path, file_sha256(model_path), contract, session, output_name)
+
+
+def load_audio_model(path: str | os.PathLike | None, device: str = "auto", threads: int = 0) -> LoadedModel | None:
+    """The audio model at `path`, else the shipped one, else None (then scans use vision alone).
+
+    Raises:
+        ModelError: `path` is given but missing or invalid, or is not an audio model.
+    """
+    if path is None:
+        shipped = default_model_path(DEFAULT_AUDIO_MODEL_NAME)
+        if not shipped.is_file():
+            return None
+        path = shipped
+    model = load_model(path, device, threads)
+    if model.contract.kind != "audio":
+        raise ModelError(f"{model.path} is a {model.contract.kind} model, not an audio model: pass it as --model")
+    return model
 
 
 def _check_io(session, contract: ModelContract, model_path: Path) -> str:

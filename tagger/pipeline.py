@@ -9,6 +9,7 @@ scan resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import os
 import time
@@ -21,8 +22,9 @@ import numpy as np
 
 from tagger.config import ScanSettings
 from tagger.discover import FoundVideo, find_videos, fingerprint
-from tagger.model import LoadedModel, load_model
-from tagger.segments import merge_segments
+from tagger.errors import ModelError
+from tagger.fusion import fuse_segments
+from tagger.model import LoadedModel, load_audio_model, load_model
 from tagger.store import Store, VideoResult
 from tagger.worker import VideoJob, worker_main
 
@@ -40,6 +42,7 @@ class ScanSummary:
     video_seconds: float = 0.0
     wall_seconds: float = 0.0
     model: str = ""
+    audio_model: str | None = None
     providers: list[str] = field(default_factory=list)
     interrupted: bool = False
 
@@ -57,16 +60,31 @@ class ScanProgress:
 
 @dataclass
 class _Video:
-    """A video in flight: its clips' scores fill in as batches come back."""
+    """A video in flight: its windows' scores fill in as batches come back."""
 
     found: FoundVideo
     starts: np.ndarray | None = None
     ends: np.ndarray | None = None
-    scores: np.ndarray | None = None  # (W, K)
-    scored: int = 0
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # stream -> (W, K); audio absent = none
+    scored: dict[str, int] = field(default_factory=dict)  # stream -> windows scored so far
     info: dict | None = None
     decoded: bool = False
+    audio_note: str | None = None  # why the sound track was not used
     generation: int = 0  # bumps on "reset": clips of an abandoned decoder are dropped
+
+    def complete(self) -> bool:
+        return self.decoded and all(self.scored[s] >= len(self.starts) for s in self.scores)
+
+
+class _Stream:
+    """One model and the inputs waiting for it, batched across videos."""
+
+    def __init__(self, name: str, model: LoadedModel, batch_size: int):
+        self.name, self.model, self.batch_size = name, model, batch_size
+        self.pending: list[tuple[int, int, int, np.ndarray]] = []  # (job, generation, first window, inputs)
+
+    def waiting(self) -> int:
+        return sum(len(inputs) for *_, inputs in self.pending)
 
 
 class _Worker:
@@ -102,18 +120,31 @@ class _Worker:
 class Scanner:
     """Runs one scan: discovery, skip decisions, decoding, batched inference, storage."""
 
-    def __init__(self, settings: ScanSettings, store: Store, model: LoadedModel, progress: ScanProgress):
+    def __init__(self, settings: ScanSettings, store: Store, model: LoadedModel, progress: ScanProgress,
+                 audio_model: LoadedModel | None = None):
         self.settings, self.store, self.model, self.progress = settings, store, model, progress
         contract = model.contract
         self.thresholds = {
             label: settings.threshold if settings.threshold is not None else contract.threshold_for(label)
             for label in contract.tag_labels
         }
-        self.model_id = store.ensure_model(model.sha256, model.name, contract.labels, contract.to_metadata())
+        self.streams = {"video": _Stream("video", model, settings.batch_size or model.auto_batch_size())}
+        self.window_model_ids = {"video": store.ensure_model(model.sha256, model.name, contract.labels,
+                                                             contract.to_metadata())}
+        self.audio = audio_model
+        self.model_id = self.window_model_ids["video"]
+        if audio_model is not None:
+            self.streams["audio"] = _Stream("audio", audio_model, 16)
+            a = audio_model.contract
+            self.window_model_ids["audio"] = store.ensure_model(audio_model.sha256, audio_model.name, a.labels,
+                                                                a.to_metadata())
+            pair = hashlib.sha256(f"{model.sha256}+{audio_model.sha256}".encode()).hexdigest()
+            self.model_id = store.ensure_model(pair, f"{model.name}+{audio_model.name}",
+                                               [*contract.labels, *a.labels],
+                                               {"video": model.sha256, "audio": audio_model.sha256})
         self.videos: dict[int, _Video] = {}
-        self.batch: list[tuple[int, int, int, np.ndarray]] = []  # (job, generation, first window, clips)
-        self.summary = ScanSummary(model=str(model.path), providers=model.providers)
-        self.batch_size = settings.batch_size or model.auto_batch_size()
+        self.summary = ScanSummary(model=str(model.path), providers=model.providers,
+                                   audio_model=str(audio_model.path) if audio_model else None)
 
     def run(self, paths: Sequence[str]) -> ScanSummary:
         began = time.monotonic()
@@ -138,8 +169,9 @@ class Scanner:
 
     def _job(self, job_id: int, video: FoundVideo) -> VideoJob:
         c = self.model.contract
+        audio = (self.audio.contract.sample_rate, self.audio.contract.patch_seconds) if self.audio else None
         return VideoJob(job_id, video.path, c.resize, c.size, c.clip_len, c.frame_interval,
-                        self.settings.hop, self.settings.decoders)
+                        self.settings.hop, self.settings.decoders, audio=audio)
 
     def _process(self, todo: list[FoundVideo]) -> None:
         if not todo:
@@ -155,13 +187,14 @@ class Scanner:
                         self.videos[job_id] = _Video(video)
                         self.progress.video_started(video.path)
                         worker.assign(self._job(job_id, video))
-                waiting = bool(self.batch)
+                waiting = any(stream.pending for stream in self.streams.values())
                 ready = wait([w.conn for w in workers] + [w.process.sentinel for w in workers],
                              timeout=0 if waiting else 0.5)
                 for worker in workers:
                     self._receive(worker, ready)
-                if self._batch_windows() >= self.batch_size or (waiting and not ready):
-                    self._run_batch()
+                for stream in self.streams.values():
+                    if stream.waiting() >= stream.batch_size or (stream.pending and not ready):
+                        self._run_batch(stream)
                 workers = [self._check_health(w, context) for w in workers]
         finally:
             for worker in workers:
@@ -178,11 +211,17 @@ class Scanner:
             if kind == "open":
                 video.info = payload[0]
                 video.starts, video.ends = video.info.pop("starts"), video.info.pop("ends")
-                video.scores = np.zeros((len(video.starts), len(self.model.contract.labels)), np.float32)
-            elif kind == "windows":
-                self.batch.append((job_id, video.generation, payload[0], payload[1]))
+                video.scores = {name: np.zeros((len(video.starts), len(stream.model.contract.labels)), np.float32)
+                                for name, stream in self.streams.items()}
+                video.scored = dict.fromkeys(self.streams, 0)
+            elif kind in ("windows", "audio"):
+                stream = self.streams["video" if kind == "windows" else "audio"]
+                stream.pending.append((job_id, video.generation, payload[0], payload[1]))
+            elif kind == "noaudio":
+                video.audio_note = payload[0]
+                video.scores.pop("audio", None)
             elif kind == "reset":
-                video.generation, video.scored, video.info = video.generation + 1, 0, None
+                video.generation, video.info, video.scored = video.generation + 1, None, {}
             elif kind == "done":
                 worker.job, video.decoded = None, True
                 self._finish_if_complete(job_id)
@@ -202,27 +241,24 @@ class Scanner:
             self._fail(job, reason)
         return _Worker(context)
 
-    def _batch_windows(self) -> int:
-        return sum(len(clips) for *_, clips in self.batch)
-
-    def _run_batch(self) -> None:
-        batch, self.batch = self.batch, []
-        live = [(j, first, clips) for j, gen, first, clips in batch
+    def _run_batch(self, stream: _Stream) -> None:
+        batch, stream.pending = stream.pending, []
+        live = [(j, first, inputs) for j, gen, first, inputs in batch
                 if j in self.videos and self.videos[j].generation == gen]
         if not live:
             return
-        scores = self.model.scores(np.concatenate([clips for *_, clips in live]))
+        scores = stream.model.scores(np.concatenate([inputs for *_, inputs in live]))
         offset = 0
-        for job_id, first, clips in live:
+        for job_id, first, inputs in live:
             video = self.videos[job_id]
-            video.scores[first : first + len(clips)] = scores[offset : offset + len(clips)]
-            video.scored += len(clips)
-            offset += len(clips)
+            video.scores[stream.name][first : first + len(inputs)] = scores[offset : offset + len(inputs)]
+            video.scored[stream.name] += len(inputs)
+            offset += len(inputs)
             self._finish_if_complete(job_id)
 
     def _finish_if_complete(self, job_id: int) -> None:
         video = self.videos[job_id]
-        if not video.decoded or video.scored < len(video.starts):
+        if not video.complete():
             return
         del self.videos[job_id]
         found = video.found
@@ -234,15 +270,18 @@ class Scanner:
         if changed:
             self._store_failure(found, "the file changed or vanished while it was scanned: scan again once it is complete")
             return
-        contract = self.model.contract
-        segments = merge_segments(video.scores, video.starts, video.ends, contract.labels,
-                                  self.thresholds, self.settings.segment_rules)
+        heard = video.scores.get("audio")
+        segments = fuse_segments(video.scores["video"], heard, video.starts, video.ends, self.model.contract.labels,
+                                 self.thresholds, self.audio.contract if heard is not None else None,
+                                 self.settings.segment_rules, self.settings.fusion)
         info = video.info
         self.store.save_video(VideoResult(
             path=found.path, size=found.size, mtime_ns=found.mtime_ns, fingerprint=fingerprint(found.path, found.size),
             status="ok", decoder=info["decoder"], duration=info["duration"], fps=info["fps"], frames=info["frames"],
             width=info["width"], height=info["height"], window_starts=video.starts, window_ends=video.ends,
-            window_scores=video.scores, segments=segments,
+            window_scores={self.window_model_ids[name]: scores for name, scores in video.scores.items()},
+            segments=segments, error=f"sound not used: {video.audio_note}" if self.audio and video.audio_note
+            and video.audio_note != "no audio stream" else None,
         ), self.model_id)
         self.summary.tagged += 1
         self.summary.segments += len(segments)
@@ -264,8 +303,13 @@ class Scanner:
 def scan(paths: Sequence[str], settings: ScanSettings, progress: ScanProgress | None = None) -> ScanSummary:
     """Tag every video under `paths` into the database of `settings`; see `Scanner`."""
     model = load_model(settings.model, settings.device, settings.threads)
+    if model.contract.kind != "video":
+        raise ModelError(f"{model.path} is an {model.contract.kind} model: pass it as --audio-model")
+    audio_model = None
+    if settings.streams == "both":
+        audio_model = load_audio_model(settings.audio_model, settings.device, settings.threads)
     store = Store(settings.db)
     try:
-        return Scanner(settings, store, model, progress or ScanProgress()).run(paths)
+        return Scanner(settings, store, model, progress or ScanProgress(), audio_model).run(paths)
     finally:
         store.close()

@@ -30,6 +30,7 @@ class Segment:
     end: float
     score: float  # mean window score over the segment
     max_score: float
+    source: str = "video"  # the evidence: video, audio, or both
 
     @property
     def duration(self) -> float:
@@ -58,6 +59,34 @@ def runs_above(mask: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
     return runs
 
 
+def segments_from_mask(
+    label: str,
+    mask: np.ndarray,
+    scores: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    rules: SegmentRules,
+    sources: np.ndarray | None = None,
+) -> list[Segment]:
+    """Segments of one label from per-window decisions `mask` and per-window `scores`.
+
+    `sources` (per window: "video", "audio" or "both") gives each segment its evidence: "both" if
+    any window had both, else "video" if any had video, else "audio".
+    """
+    segments = []
+    for first, last in runs_above(mask, rules.max_gap):
+        start, end = float(starts[first]), float(ends[last])
+        if end - start + 1e-9 < rules.min_duration:
+            continue
+        run = scores[first : last + 1]
+        source = "video"
+        if sources is not None:
+            found = set(sources[first : last + 1][mask[first : last + 1]])
+            source = "both" if "both" in found else "video" if "video" in found else "audio"
+        segments.append(Segment(label, start, end, float(run.mean()), float(run.max()), source))
+    return segments
+
+
 def merge_segments(
     scores: np.ndarray,
     starts: np.ndarray,
@@ -81,13 +110,8 @@ def merge_segments(
     smoothed = smooth_scores(np.asarray(scores, dtype=np.float64), rules.smooth)
     segments = []
     for column, label in enumerate(labels):
-        if label not in thresholds:
-            continue
-        column_scores = smoothed[:, column]
-        for first, last in runs_above(column_scores >= thresholds[label], rules.max_gap):
-            start, end = float(starts[first]), float(ends[last])
-            if end - start + 1e-9 < rules.min_duration:
-                continue
-            run = column_scores[first : last + 1]
-            segments.append(Segment(label, start, end, float(run.mean()), float(run.max())))
+        if label in thresholds:
+            column_scores = smoothed[:, column]
+            segments += segments_from_mask(label, column_scores >= thresholds[label], column_scores,
+                                           starts, ends, rules)
     return sorted(segments, key=lambda s: (s.label, s.start))

@@ -110,7 +110,7 @@ class VideoResult:
     height: int | None = None
     window_starts: np.ndarray | None = None  # (W,)
     window_ends: np.ndarray | None = None  # (W,)
-    window_scores: np.ndarray | None = None  # (W, K)
+    window_scores: dict[int, np.ndarray] | None = None  # model id -> (W, K): video, and audio if heard
     segments: Sequence = ()  # tagger.segments.Segment
 
 
@@ -218,16 +218,16 @@ class Store:
                 if not keep_old_tags:
                     conn.execute(sa.delete(windows).where(windows.c.video_id == video_id))
                     conn.execute(sa.delete(segments).where(segments.c.video_id == video_id))
-            if result.status == "ok" and result.window_scores is not None and len(result.window_scores):
-                scores = np.asarray(result.window_scores, dtype="<f4")
+            for window_model, scores in (result.window_scores or {}).items() if result.status == "ok" else ():
                 conn.execute(sa.insert(windows), [
-                    {"video_id": video_id, "model_id": model_id, "start": float(s), "end": float(e), "scores": row.tobytes()}
-                    for s, e, row in zip(result.window_starts, result.window_ends, scores)
+                    {"video_id": video_id, "model_id": window_model, "start": float(s), "end": float(e),
+                     "scores": row.tobytes()}
+                    for s, e, row in zip(result.window_starts, result.window_ends, np.asarray(scores, dtype="<f4"))
                 ])
             if result.status == "ok" and result.segments:
                 conn.execute(sa.insert(segments), [
                     {"video_id": video_id, "model_id": model_id, "label": seg.label, "start": seg.start, "end": seg.end,
-                     "score": seg.score, "max_score": seg.max_score, "source": "video"}
+                     "score": seg.score, "max_score": seg.max_score, "source": seg.source}
                     for seg in result.segments
                 ])
 

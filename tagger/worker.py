@@ -2,7 +2,8 @@
 
 `decode_windows(job)` is a pure generator of messages, so the same step can run in a local worker
 process (here) or on a cluster executor later. Messages, in order:
-`("open", info)`, then `("windows", first_index, clips)` chunks, then `("done",)`; or
+`("open", info)`, then `("windows", first_index, clips)` chunks, then (when sound is wanted)
+`("audio", first_index, patches)` chunks or `("noaudio", reason)`, then `("done",)`; or
 `("reset",)` when a decoder failed midway and the next one starts over; or `("failed", reason)`.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from tagger.audio import NoAudio, patch_bounds, read_patches
 from tagger.decode import FrameSource, centre_crop, check_readable, open_video
 from tagger.errors import DecodeError
 from tagger.windows import WindowPlan, plan_windows
@@ -33,6 +35,7 @@ class VideoJob:
     hop: float | None
     decoders: tuple[str, ...]
     chunk: int = 8  # windows per message: fewer, larger messages; bounded memory
+    audio: tuple[int, float] | None = None  # (sample_rate, patch_seconds) when sound is wanted
 
 
 def stream_windows(source: FrameSource, plan: WindowPlan, size: tuple[int, int], chunk: int) -> Iterator[tuple]:
@@ -89,9 +92,27 @@ def decode_windows(job: VideoJob) -> Iterator[tuple]:
             continue
         finally:
             source.close()
+        if job.audio is not None:
+            yield from audio_messages(job, plan, source.info.duration)
         yield ("done",)
         return
     yield ("failed", "; ".join(reasons) or "no decoder could read it")
+
+
+def audio_messages(job: VideoJob, plan: WindowPlan, duration: float) -> Iterator[tuple]:
+    """("audio", first, patches) chunks aligned with the plan's windows, or ("noaudio", reason).
+
+    A missing or undecodable sound track never fails the video: it is tagged from vision alone.
+    """
+    sample_rate, patch_seconds = job.audio
+    bounds = patch_bounds(plan.starts, plan.ends, duration, patch_seconds, sample_rate)
+    try:
+        for first, patches in read_patches(job.path, bounds, sample_rate, job.chunk):
+            yield ("audio", first, patches)
+    except NoAudio:
+        yield ("noaudio", "no audio stream")
+    except DecodeError as exc:
+        yield ("noaudio", str(exc))
 
 
 def worker_main(conn) -> None:

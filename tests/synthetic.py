@@ -41,8 +41,14 @@ def write_video(
     codec: str = "mpeg4",
     colour_at: Callable[[float], tuple] = solid(GREY),
     pix_fmt: str = "yuv420p",
+    audio_codec: str | None = None,
+    loudness_at: Callable[[float], float] = lambda t: 0.5,
+    audio_rate: int = 44100,
 ) -> Path:
-    """Encode a video whose frame at time t is filled with colour_at(t), plus a moving square."""
+    """Encode a video whose frame at time t is filled with colour_at(t), plus a moving square.
+
+    With `audio_codec`, a 440 Hz tone of amplitude loudness_at(t) plays along (stereo).
+    """
     import av
     from fractions import Fraction
 
@@ -51,6 +57,12 @@ def write_video(
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        sound = None
+        if audio_codec:
+            sound = container.add_stream(audio_codec, rate=audio_rate)
+            sound.layout = "stereo"
+            if audio_codec == "vorbis":
+                sound.codec_context.options = {"strict": "experimental"}
         for index in range(frames):
             t = index / fps
             image = np.empty((height, width, 3), np.uint8)
@@ -62,6 +74,73 @@ def write_video(
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if sound is not None:
+            _write_tone(container, sound, seconds, audio_rate, loudness_at)
+    return path
+
+
+def _write_tone(container, sound, seconds: float, rate: int, loudness_at: Callable[[float], float]) -> None:
+    import av
+
+    block = sound.codec_context.frame_size or 1024
+    total = int(seconds * rate)
+    for begin in range(0, total, block):
+        t = (begin + np.arange(min(block, total - begin))) / rate
+        wave = (np.sin(2 * np.pi * 440 * t) * np.array([loudness_at(x) for x in t])).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(np.stack([wave, wave]), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = rate, begin
+        for packet in sound.encode(frame):
+            container.mux(packet)
+    for packet in sound.encode():
+        container.mux(packet)
+
+
+def write_loudness_model(
+    path: Path,
+    labels: tuple[str, ...] = ("Red", "Violet"),
+    thresholds: dict[str, float] | None = None,
+    sample_rate: int = 16000,
+    patch_seconds: float = 1.0,
+    extra: dict | None = None,
+) -> Path:
+    """An audio ONNX model: every label scores min(1, 4 * mean |sample|) of the patch (a tone of
+    amplitude 0.5 scores 1, silence 0)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tagger.contract import ModelContract
+
+    samples = int(round(sample_rate * patch_seconds))
+    nodes = [
+        helper.make_node("Abs", ["audio"], ["magnitude"]),
+        helper.make_node("ReduceMean", ["magnitude", "axes"], ["level"], keepdims=1),
+        helper.make_node("Mul", ["level", "gain"], ["loud"]),
+        helper.make_node("Clip", ["loud", "zero", "one"], ["clipped"]),
+        helper.make_node("Expand", ["clipped", "shape"], ["probs"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "loudness",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["N", samples])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", len(labels)])],
+        initializer=[
+            helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("gain", TensorProto.FLOAT, [], [4.0]),
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+            helper.make_tensor("shape", TensorProto.INT64, [2], [1, len(labels)]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    contract = ModelContract(
+        labels=labels, kind="audio", sample_rate=sample_rate, patch_seconds=samples / sample_rate,
+        thresholds=thresholds or {label: 0.5 for label in labels}, output="probs", arch="loudness-test",
+        version="1", extra=extra or {},
+    )
+    for key, value in contract.to_metadata().items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
     return path
 
 
