@@ -109,7 +109,8 @@ def main() -> None:
                         if label == "other":
                             worst = max(worst, (pooled.max(), path.name, TAGS[pooled.argmax()]))
                         else:
-                            own.append(f"{label.removeprefix('Playing')}={pooled[TAGS.index(label)]:.2f}")
+                            score = pooled[TAGS.index(label)]
+                            own.append(f"{label.removeprefix('Playing')}={score:.2f}")
                     print(f"T={clip_len:2d} every {step * GRID:.2f}s ({clip_len * step * GRID:4.1f}s) "
                           f"{pooling:6s} own tag: {' '.join(own)} | worst other window "
                           f"{worst[0]:.3f} ({worst[1][:24]}, {worst[2]})")

@@ -51,6 +51,7 @@ class VideoResult:
 
     @property
     def negative(self) -> bool:
+        """Footage without instruments: it must get no tag."""
         return self.label.lower() in NEGATIVE_LABELS
 
     @property
@@ -154,12 +155,14 @@ def evaluate(model: LoadedModel, videos: list[tuple[Path, str]], hop: float | No
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: evaluate, print a line per video and the summary; 2 if there is nothing to do."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="*", type=Path, help="folders laid out as <label>/<video>")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model to evaluate")
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="shared data with MANIFEST.tsv")
     parser.add_argument("--no-shared", action="store_true", help="skip the shared clips")
-    parser.add_argument("--hop", type=float, default=None, help="seconds between windows (default: one window)")
+    parser.add_argument("--hop", type=float, default=None,
+                        help="seconds between windows (default: one window length, as a scan)")
     parser.add_argument("--json", type=Path, help="write per-video results and the summary here")
     args = parser.parse_args(argv)
 
@@ -180,10 +183,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{c.frame_step} ({c.window_seconds:g} s windows), {c.size[0]}x{c.size[1]} crop of "
           f"short side {c.resize}")
     results, summary = evaluate(model, videos, args.hop)
-    print(f"instrument videos tagged correctly: {summary['instrument_videos_correct']}/"
-          f"{summary['instrument_videos']} ({summary['instrument_videos_with_other_tags']} with other tags too); "
-          f"other videos wrongly tagged: {summary['other_videos_wrongly_tagged']}/{summary['other_videos']}; "
-          f"failed: {summary['failed']}; {summary['ms_per_window']} ms per window ({summary['windows']} windows)")
+    s = summary
+    print(f"instrument videos tagged correctly: {s['instrument_videos_correct']}/"
+          f"{s['instrument_videos']} ({s['instrument_videos_with_other_tags']} with other tags too); "
+          f"other videos wrongly tagged: {s['other_videos_wrongly_tagged']}/{s['other_videos']}; "
+          f"failed: {s['failed']}; {s['ms_per_window']} ms per window ({s['windows']} windows)")
     if args.json:
         args.json.write_text(json.dumps({"model": str(args.model), "summary": summary,
                                          "videos": [asdict(r) for r in results]}, indent=2) + "\n")

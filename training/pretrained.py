@@ -109,7 +109,8 @@ class EfficientNetLite0(nn.Module):
         for repeats, kernel, stride, expand, in_ch, out_ch in LITE0_STAGES:
             for i in range(repeats):
                 first = i == 0
-                blocks.append(MBConv(kernel, stride if first else 1, expand, in_ch if first else out_ch, out_ch))
+                block_in, block_stride = (in_ch, stride) if first else (out_ch, 1)
+                blocks.append(MBConv(kernel, block_stride, expand, block_in, out_ch))
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SamePadConv2d(320, FEATURE_DIM, 1)
         self._bn1 = nn.BatchNorm2d(FEATURE_DIM, eps=BN_EPS, momentum=0.01)
@@ -168,7 +169,8 @@ class FrameTemporalNet(nn.Module):
     def __init__(self, config: EfficientNetConfig = EfficientNetConfig()):
         super().__init__()
         if config.temporal not in TEMPORAL_STAGES:
-            raise ValueError(f"temporal must be one of {', '.join(TEMPORAL_STAGES)}, got {config.temporal!r}")
+            raise ValueError(f"temporal must be one of {', '.join(TEMPORAL_STAGES)}, "
+                             f"got {config.temporal!r}")
         self.config = config
         self.backbone = load_lite0() if config.pretrained else EfficientNetLite0()
         self.backbone._fc = nn.Identity()  # the ImageNet classifier is not part of this model
