@@ -115,6 +115,8 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(module, nn.Linear):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             nn.init.zeros_(module.bias)
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    nn.init.normal_(last.weight, std=0.01)  # start near uniform scores: no huge first losses
 
 
 class C3D(nn.Module):

@@ -40,7 +40,7 @@ class MotionDataConfig:
     height: int = 72
     seconds: float = 3.0  # clip length in the source
     fps_choices: tuple[float, ...] = (10.0, 15.0, 25.0, 30.0)  # sources differ; sampling by time
-    speed: tuple[float, float] = (22.0, 34.0)  # pixels per second, drawn per video
+    speed: tuple[float, float] = (30.0, 45.0)  # pixels per second, drawn per video
     object_size: int = 20  # side of the moving square, pixels
 
 
