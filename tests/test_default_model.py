@@ -68,6 +68,26 @@ def test_mapping_table_covers_every_label_with_unique_valid_indices():
     assert 558 in by_tag["PlayingFlute"] and 541 in by_tag["Drumming"]
 
 
+def test_backbone_matches_the_shipped_weights_exactly():
+    torch = pytest.importorskip("torch")
+    from training.pretrained import lite0_weights_path, load_lite0
+
+    state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    model = load_lite0()  # strict: every key and shape of the .pth, nothing more
+    assert set(model.state_dict()) == set(state)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize("temporal", ["gru", "attention", "mean"])
+def test_efficientnet_arch_builds_from_the_registry_and_classifies_clips(temporal):
+    torch = pytest.importorskip("torch")
+    from training.models import build_model
+
+    model = build_model("efficientnet", {"num_classes": 5, "temporal": temporal, "pretrained": False})
+    clips = torch.randn(2, 3, 4, 64, 64)  # (N, 3, T, H, W)
+    assert model(clips).shape == (2, 5)
+
+
 def test_shipped_model_metadata_parses_and_matches_the_table(shipped):
     contract = shipped.contract
     assert contract.labels == labels()

@@ -10,10 +10,12 @@ which pads more on the bottom/right when a stride-2 kernel does not divide evenl
 padding would shift every feature map by half a pixel and cost accuracy, so it is reproduced here.
 The TensorFlow Lite models are trained on pixels scaled as `(x - 127) / 128` (`LITE0_MEAN/STD`).
 
-`FrameTemporalNet` is the video architecture built on it, registered as `efficientnet` so that
-`python -m training.fit --arch efficientnet` fine-tunes it on UCF101-style folders: the 2D backbone
-embeds every sampled frame, a temporal stage (GRU, attention or mean) mixes the frames, and a
-linear layer gives the window's logits. Input is float `(N, 3, T, H, W)`, normalised.
+`FrameTemporalNet` is the video architecture built on it, registered as `efficientnet`: the 2D
+backbone embeds every sampled frame, a temporal stage (GRU, attention or mean) mixes the frames, and
+a linear layer gives the window's logits. Input is float `(N, 3, T, H, W)`, normalised. Fine-tune it
+on UCF101-style folders with the default model's sampling (8 frames, 0.5 s apart):
+
+    python -m training.fit data/UCF-101 --out runs/eff --arch efficientnet --fps 2
 """
 
 from __future__ import annotations
