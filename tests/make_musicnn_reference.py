@@ -10,11 +10,14 @@ This is the only place TensorFlow and librosa are used, and they never enter the
 (recorded with tensorflow-cpu 2.21.0, librosa 0.11.0, numpy 2.4.6, av 18.1.0).
 
 What it stores, per row (3 s patches of 3 shared clips' soundtracks + one synthetic chord):
-- `audio_int16` `(R, 47616)`: 16 kHz mono PCM (PyAV resampler), quantised to int16 so the file
-  stays small; every reference below was computed from exactly `audio_int16 / 32768`.
-- `log_mel` `(R, 187, 96)`: librosa's `melspectrogram(n_fft=512, hop_length=256, n_mels=96,
-  pad_mode="reflect")` (reflect: the default of the librosa musicnn was trained with; librosa >= 0.10
-  pads with zeros) then `log10(10000 * x + 1)`, in float32.
+- `audio_int16` `(R, 48128)`: 16 kHz mono PCM (PyAV resampler), quantised to int16 so the file
+  stays small; every reference below was computed from the int16-quantised sound.
+- `log_mel` `(R, 187, 96)`: what the wheel's `extractor.py` feeds the network: librosa's
+  `melspectrogram(n_fft=512, hop_length=256, n_mels=96, pad_mode="reflect")` of the WHOLE
+  soundtrack (centred frames; reflect: the default of the librosa musicnn was trained with, librosa
+  >= 0.10 pads with zeros), then `log10(10000 * x + 1)` in float32, cut at the 187 frames whose
+  windows lie inside the row's 48128 samples (frame f is centred on sample 256 f, so the row starts
+  at sample 256 (f0 - 1)).
 - `probs` `(R, 50)`: the original graph (`MTT_musicnn/.meta`, forward part only, variables read with
   TensorFlow's own checkpoint reader, is_training=False) on `log_mel`, through its sigmoid.
 - `probs_float16_mel`: the same with the wheel's float16 cast of the mel power (for information).
@@ -34,7 +37,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
-SAMPLE_RATE, N_FFT, HOP, N_MELS, SAMPLES = 16000, 512, 256, 96, 47616
+SAMPLE_RATE, N_FFT, HOP, N_MELS, FRAMES = 16000, 512, 256, 96, 187
+SAMPLES = (FRAMES - 1) * HOP + N_FFT  # 48128: one patch of unpadded frames
 CLIPS = (  # (file in ../shared/data/clips, start second of the patch)
     ("vta-ldm__0DCit2EBtjs_000030.mp4", 3.0),  # singer with acoustic guitar
     ("maskvat.github.io__cello.mp4", 2.0),  # cellist on stage
@@ -55,11 +59,25 @@ def decode(path: Path) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32)
 
 
-def synthetic_chord() -> np.ndarray:
+def synthetic_chord(seconds: float = 9.0) -> np.ndarray:
     """A 220/277/330 Hz chord with decaying harmonics, plus a little noise (fixed seed)."""
-    t = np.arange(SAMPLES) / SAMPLE_RATE
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     tone = sum(0.2 / h * np.sin(2 * np.pi * f * h * t) for f in (220.0, 277.18, 329.63) for h in (1, 2, 3))
-    return (tone + 0.01 * np.random.default_rng(0).standard_normal(SAMPLES)).astype(np.float32)
+    return (tone + 0.01 * np.random.default_rng(0).standard_normal(len(t))).astype(np.float32)
+
+
+def quantised(audio: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(audio * 32768), -32768, 32767).astype(np.int16)
+
+
+def patch(audio_int16: np.ndarray, start: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row PCM int16, its log-mel cut from the whole track's, the same with the wheel's float16 cast)."""
+    whole = audio_int16.astype(np.float32) / 32768
+    first_frame = int(round(start * SAMPLE_RATE / HOP)) + 1  # the frame whose window starts the row
+    first = (first_frame - 1) * HOP
+    rows = [log_mel(whole, f16)[first_frame:first_frame + FRAMES] for f16 in (False, True)]
+    assert rows[0].shape == (FRAMES, N_MELS), "excerpt too close to the end of the track"
+    return audio_int16[first:first + SAMPLES], rows[0], rows[1]
 
 
 def log_mel(audio: np.ndarray, float16: bool = False) -> np.ndarray:
@@ -96,18 +114,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", required=True, help="musicnn-0.1.0-py3-none-any.whl")
     args = parser.parse_args()
-    rows, sources = [], []
-    for name, start in CLIPS:
-        audio = decode(SHARED_CLIPS / name)
-        first = int(start * SAMPLE_RATE)
-        rows.append(audio[first:first + SAMPLES])
-        sources.append(f"{name}@{start}s")
-    rows.append(synthetic_chord())
-    sources.append("synthetic chord 220/277/330 Hz + noise")
-    audio_int16 = np.stack([np.clip(np.round(r * 32768), -32768, 32767) for r in rows]).astype(np.int16)
-    audio = audio_int16.astype(np.float32) / 32768
-    mels = np.stack([log_mel(a) for a in audio])
-    mels16 = np.stack([log_mel(a, float16=True) for a in audio])
+    tracks = [(f"{name}@{start}s", quantised(decode(SHARED_CLIPS / name)), start) for name, start in CLIPS]
+    tracks.append(("synthetic chord 220/277/330 Hz + noise@3.0s", quantised(synthetic_chord()), 3.0))
+    sources = [source for source, _, _ in tracks]
+    audio_int16, mels, mels16 = (np.stack(column) for column in zip(*(patch(a, s) for _, a, s in tracks)))
     with tempfile.TemporaryDirectory() as folder:
         with zipfile.ZipFile(args.wheel) as wheel:
             wheel.extractall(folder, [n for n in wheel.namelist() if "/MTT_musicnn/" in n])

@@ -8,8 +8,8 @@ the TF checkpoint inside the wheel is read by `training.tf_checkpoint`, and pari
 against `tests/data/musicnn_reference.npz`, which the ORIGINAL TensorFlow graph produced
 (`tests/make_musicnn_reference.py`, run once in a throwaway TensorFlow venv).
 
-The graph takes `audio` float32 `[N, 47616]` (2.976 s of 16 kHz mono PCM: exactly the 187 frames
-the model was trained on) and outputs `probs` float32 `[N, 58]`: 8 instrument labels (max over
+The graph takes `audio` float32 `[N, 48128]` (3.008 s of 16 kHz mono PCM: exactly the 187 unpadded
+STFT frames the model was trained on) and outputs `probs` float32 `[N, 58]`: 8 instrument labels (max over
 their MTT tags, `training/musicnn_map.py`) then the 50 raw MTT tags as `mtt:<tag>`.
 """
 
@@ -208,7 +208,7 @@ def contract_for(build: MusicnnBuildConfig, config: MusicnnConfig, train: dict) 
                   **{label: build.raw_threshold for label in raw_labels()}}
     mel = {"n_fft": config.n_fft, "hop": config.hop, "n_mels": config.n_mels, "fmin": 0.0,
            "fmax": config.sample_rate / 2, "mel_scale": "slaney", "mel_norm": "slaney", "window": "hann (periodic)",
-           "center": True, "pad_mode": "reflect", "power": 2.0, "frames": config.n_frames,
+           "center": False, "padding": "none (frames lie inside the patch)", "power": 2.0, "frames": config.n_frames,
            "log": f"log10({config.log_scale:g} * mel + 1)", "dtype": "float32"}
     return ModelContract(
         labels=labels(), thresholds=thresholds, output="probs", kind="audio", sample_rate=config.sample_rate,
@@ -221,26 +221,29 @@ def contract_for(build: MusicnnBuildConfig, config: MusicnnConfig, train: dict) 
 
 
 CHOICES = {
-    "patch": "47616 samples = 2.976 s: with librosa-style centring a patch of S samples gives 1 + S // 256 "
-             "frames, and 187 (the training length) needs S // 256 = 186; 48000 samples would give 188.",
+    "patch": "48128 samples = 3.008 s, unpadded: frame t covers samples [256 t, 256 t + 512), so exactly the "
+             "187 frames of training come out, each computed from real sound. The original cuts patches out "
+             "of one centred spectrogram of the whole file, so its edge frames see the neighbouring sound "
+             "too; this input reproduces those frames exactly (tests/data/musicnn_reference.npz is cut that "
+             "way). A 47616-sample patch padded librosa-style (reflect) would give 187 frames as well, but "
+             "changed the edge frames by up to 3.4 (log10 units) and probabilities by up to 0.077.",
     "log_mel": "computed in the graph in float32. The wheel casts the mel power to float16 before "
                "log10(10000 x + 1); 10000 x overflows float16 for x > 6.55, which ordinary music reaches "
                "(71-950 inf values per reference patch), changing its probabilities by up to 0.59.",
-    "padding": "reflect centre padding per patch, as the librosa musicnn was trained with (librosa >= 0.10 "
-               "pads with zeros); it only touches the first and last frame of each patch.",
     "mapping": "instrument score = max over its MTT tags' probabilities (training/musicnn_map.py).",
     "thresholds": "0.6 for every instrument label, per 3 s patch: above the highest patch of every clip "
-                  "without an instrument on the shared clips (typing -> Drumming 0.52, Big Buck Bunny -> "
-                  "PlayingGuitar 0.47, deadlift -> Drumming 0.37) with a 0.08 margin. It keeps flute "
-                  "(0.85-0.95 on every patch), the pianist (20 of 33 patches), the violin (1 of 3: 0.70) and chaplin's piano "
-                  "soundtrack (0.96-0.99, a tag the picture does not support: fusion must handle it), "
-                  "and loses the concert snare (max 0.51, below typing): audio Drumming is not "
-                  "separable from keystrokes here. Known confusions above 0.6: the pianist -> "
-                  "PlayingGuitar on 2 of 33 patches (0.63, 0.71), the cello clip -> PlayingViolin (0.64). "
+                  "without an instrument on the shared clips (typing -> Drumming 0.49, Big Buck Bunny -> "
+                  "PlayingGuitar 0.48, deadlift -> Drumming 0.42) with a 0.11 margin. It keeps flute "
+                  "(0.81-0.94 on all 6 patches), the pianist (21 of 33 patches), the violin (1 of 3: 0.73) "
+                  "and chaplin's piano soundtrack (0.97-0.99 on all 4, a tag the picture does not "
+                  "support: fusion must handle it), and loses the concert snare (max 0.45, below "
+                  "typing): audio Drumming is not separable from keystrokes here. Known confusions "
+                  "above 0.6: the pianist -> PlayingGuitar on 3 of 33 patches (0.61, 0.62, 0.72), the "
+                  "cello clip -> PlayingViolin on 2 of 3 (0.62, 0.66; PlayingCello peaks at 0.48). "
                   "Raw mtt: labels get 1.01 so they never become tags on their own.",
     "audio_only_threshold": "0.8 per instrument label, used by the tagger's fusion only for labels no "
                             "video model has (e.g. PlayingSitar): sound alone must beat every confusion "
-                            "measured above (0.71). Unmeasured for sitar and harp: no shared clip has them.",
+                            "measured above (0.72). Unmeasured for sitar and harp: no shared clip has them.",
 }
 
 

@@ -48,21 +48,21 @@ INSTRUMENTS: tuple[InstrumentTags, ...] = (
                    "usually contain guitars but are no evidence that the picture shows one"),
     InstrumentTags("PlayingPiano", ("piano",),
                    "'harpsichord' left out: a plucked, not hammered, keyboard; on the shared clips it "
-                   "added nothing for the real pianist (max 0.05) and reached 0.30 on a UCF101 cello "
+                   "added nothing for the real pianist (max 0.05) and reached 0.34 on a UCF101 cello "
                    "clip with no keyboard at all; kept as mtt:harpsichord"),
     InstrumentTags("PlayingViolin", ("violin",),
                    "'strings' left out: MTT puts it on string sections, violins and cellos alike "
-                   "(0.52 on the shared cello clip, 0.50 on the violin clip), so it cannot say "
+                   "(0.57 on the shared cello clip, 0.52 on the violin clip), so it cannot say "
                    "which instrument is played"),
     InstrumentTags("PlayingCello", ("cello",),
-                   "direct; note the model hears the shared cello clip as violin (0.64) more than "
-                   "cello (0.45): audio alone mixes up the two bowed strings"),
+                   "direct; note the model hears the shared cello clip as violin (0.66) more than "
+                   "cello (0.48): audio alone mixes up the two bowed strings"),
     InstrumentTags("PlayingFlute", ("flute",),
                    "direct; pure tones score flute too (a 1 kHz test tone: 0.997), so beeps and test "
                    "tones over a picture without a flute need the video evidence to rule them out"),
     InstrumentTags("Drumming", ("drums",),
                    "'beat', 'beats', 'techno', 'dance' left out: programmed electronic beats, no "
-                   "person drumming (and 'beat' reached 0.25 on keyboard typing)"),
+                   "person drumming (and 'beat' reached 0.26 on keyboard typing)"),
     InstrumentTags("PlayingSitar", ("sitar",),
                    "'indian' left out: it covers tabla, vocals and drones as much as sitar"),
     InstrumentTags("PlayingHarp", ("harp",), "direct"),
