@@ -260,7 +260,10 @@ def register_arch(name: str, builder: Callable[[Any], nn.Module],
     if config_cls is None:
         target = builder.__init__ if inspect.isclass(builder) else builder
         params = [p for p in inspect.signature(target).parameters if p != "self"]
-        config_cls = typing.get_type_hints(target).get(params[0]) if params else None
+        try:
+            config_cls = typing.get_type_hints(target).get(params[0]) if params else None
+        except NameError:  # an annotation that cannot be resolved from the module's globals
+            config_cls = None
     if not (inspect.isclass(config_cls) and issubclass(config_cls, VideoModelConfig)):
         raise TypeError(f"register_arch({name!r}): pass config_cls, a VideoModelConfig subclass")
     ARCHS[name] = Arch(name, builder, config_cls)
