@@ -22,6 +22,9 @@ What it stores, per row (3 s patches of 3 shared clips' soundtracks + one synthe
   TensorFlow's own checkpoint reader, is_training=False) on `log_mel`, through its sigmoid.
 - `probs_float16_mel`: the same with the wheel's float16 cast of the mel power (for information).
 - `mel_matrix` `(96, 257)`: `librosa.filters.mel(sr=16000, n_fft=512, n_mels=96)`.
+
+It also writes `tests/data/tiny_tf_checkpoint/ckpt.{index,data-00000-of-00001}` with TensorFlow's own
+SaveV2, so `training.tf_checkpoint` is tested without the wheel.
 """
 
 from __future__ import annotations
@@ -110,6 +113,25 @@ def original_graph(checkpoint_prefix: str):
     return graph
 
 
+def tiny_checkpoint_variables() -> dict[str, np.ndarray]:
+    """Variables of the small checkpoint the reader test uses: several dtypes and shapes, and 256
+    names, so the index block has many prefix-compressed keys and restart points (TensorFlow writes
+    one block for an index this small). tests/test_musicnn.py rebuilds them."""
+    variables = {f"layer_{i:03d}/kernel": np.arange(i % 7 + 1, dtype=np.float32).reshape(-1, 1) * (i + 0.5)
+                 for i in range(250)}
+    variables |= {"scalar": np.float32(3.25), "ints": np.arange(6, dtype=np.int32).reshape(2, 3),
+                  "longs": np.array([-1, 2**40], dtype=np.int64), "halves": np.array([0.5, -2.0], dtype=np.float16),
+                  "doubles": np.linspace(0, 1, 5), "flags": np.array([True, False])}
+    return variables
+
+
+def write_tiny_checkpoint(prefix: Path) -> None:
+    """Save tiny_checkpoint_variables() with TensorFlow's own SaveV2 (the format the wheel ships)."""
+    names = sorted(tiny_checkpoint_variables())
+    values = [tf.constant(tiny_checkpoint_variables()[name]) for name in names]
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names, shape_and_slices=[""] * len(names), tensors=values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", required=True, help="musicnn-0.1.0-py3-none-any.whl")
@@ -133,6 +155,8 @@ def main() -> None:
                         sources=np.array(sources), versions=np.array(
                             [f"tensorflow {tf.__version__}", f"librosa {librosa.__version__}", f"numpy {np.__version__}"]))
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
+    write_tiny_checkpoint(OUT.parent / "tiny_tf_checkpoint" / "ckpt")
+    print(f"wrote {OUT.parent / 'tiny_tf_checkpoint'}")
     for source, row in zip(sources, probs):
         print(source, np.round(row, 3).tolist())
 

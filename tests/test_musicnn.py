@@ -179,6 +179,23 @@ def test_torch_network_matches_original_tensorflow(variables, reference):
     np.testing.assert_allclose(probs, reference["probs"], rtol=0, atol=PROBS_ATOL)
 
 
+def test_checkpoint_reader_matches_tensorflow_saver():
+    """tests/data/tiny_tf_checkpoint was written by TensorFlow's SaveV2 (tests/make_musicnn_reference.py)."""
+    from training.tf_checkpoint import read_tf_checkpoint
+
+    expected = {f"layer_{i:03d}/kernel": np.arange(i % 7 + 1, dtype=np.float32).reshape(-1, 1) * (i + 0.5)
+                for i in range(250)}
+    expected |= {"scalar": np.float32(3.25), "ints": np.arange(6, dtype=np.int32).reshape(2, 3),
+                 "longs": np.array([-1, 2**40], dtype=np.int64), "halves": np.array([0.5, -2.0], dtype=np.float16),
+                 "doubles": np.linspace(0, 1, 5), "flags": np.array([True, False])}
+    variables = read_tf_checkpoint(ROOT / "tests" / "data" / "tiny_tf_checkpoint" / "ckpt")
+    assert set(variables) == set(expected)  # 256 prefix-compressed keys, 16 restart points
+    for name, value in expected.items():
+        value = np.asarray(value)
+        assert variables[name].dtype == value.dtype and variables[name].shape == value.shape, name
+        np.testing.assert_array_equal(variables[name], value, err_msg=name)
+
+
 def test_checkpoint_reader_rejects_other_files(tmp_path):
     from training.tf_checkpoint import CheckpointFormatError, read_tf_checkpoint
 
