@@ -204,6 +204,13 @@ def time_patches(onnx_path: Path, samples: int, batch: int, repeats: int = 10) -
 
 
 def contract_for(build: MusicnnBuildConfig, config: MusicnnConfig, train: dict) -> ModelContract:
+    """The tagger contract: labels, thresholds, PCM geometry, and the mel parameters for the record.
+
+    Args:
+        build: thresholds and version.
+        config: the spectrogram and patch geometry.
+        train: provenance and parity results, stored as `tagger.train`.
+    """
     thresholds = {**{label: build.instrument_threshold for label in instrument_labels()},
                   **{label: build.raw_threshold for label in raw_labels()}}
     mel = {"n_fft": config.n_fft, "hop": config.hop, "n_mels": config.n_mels, "fmin": 0.0,
