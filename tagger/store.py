@@ -7,7 +7,6 @@ All statements use bound parameters; no SQL is built from user text.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from synthetic import BLUE, GREEN, GREY, RED, timeline, write_colour_model, write_video
+import tagger.model
+from synthetic import BLUE, GREY, RED, timeline, write_colour_model, write_video
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHIPPED_AUDIO_MODEL = tagger.model.DEFAULT_AUDIO_MODEL_NAME
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +40,22 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_shipped_audio_by_default():
+    """In-process scans hear nothing unless a test passes `--audio-model` or is marked
+    `shipped_audio`: the shipped music model would otherwise take part in every generated-video test."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tagger.model, "DEFAULT_AUDIO_MODEL_NAME", "no-shipped-audio-model-in-tests.onnx")
+        yield
+
+
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch, tmp_path):
-    """No test reads the user's TAGGER_DB/TAGGER_MODEL or writes to their data directory."""
-    monkeypatch.delenv("TAGGER_DB", raising=False)
-    monkeypatch.delenv("TAGGER_MODEL", raising=False)
+def _isolated_environment(monkeypatch, tmp_path, request):
+    """No test reads the user's TAGGER_* settings or writes to their data directory."""
+    for name in ("TAGGER_DB", "TAGGER_MODEL", "TAGGER_AUDIO_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    if request.node.get_closest_marker("shipped_audio") is not None:
+        monkeypatch.setattr(tagger.model, "DEFAULT_AUDIO_MODEL_NAME", SHIPPED_AUDIO_MODEL)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield

