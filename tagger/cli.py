@@ -137,15 +137,23 @@ def scan(
 
 @app.command()
 @_boundary
-def models(model: ModelOption = None, device: DeviceOption = "auto") -> None:
-    """Show the model a scan would use: labels, window, thresholds, providers.
+def models(
+    model: ModelOption = None,
+    audio_model: Annotated[Optional[str], typer.Option("--audio-model", help="Exported audio ONNX model [env: TAGGER_AUDIO_MODEL; default: shipped]")] = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """Show the models a scan would use: labels, thresholds, window, providers, what they cannot tag.
 
     Example: tagger models --model exports/default.onnx
     """
-    from tagger.model import load_model
-    from tagger.progress import render_model
+    from tagger.model import load_audio_model, load_model
+    from tagger.progress import render_coverage, render_model
 
-    render_model(out, load_model(resolve_model(model), device))
+    video = load_model(resolve_model(model), device)
+    audio = load_audio_model(resolve_audio_model(audio_model), device)
+    for loaded in (video, audio) if audio else (video,):
+        render_model(out, loaded)
+    render_coverage(out, video, audio)
 
 
 MinDurationOption = Annotated[Optional[float], typer.Option("--min-duration", help="Only segments at least this many seconds long")]

@@ -69,22 +69,42 @@ def render_summary(console: Console, summary: ScanSummary, db: str) -> None:
         console.print(f"[red]failed[/red] {path}: {reason}", highlight=False)
 
 
+UCF101_INSTRUMENTS = (  # the instrument classes of UCF101, the vocabulary this tool grew from
+    "Drumming", "PlayingCello", "PlayingDaf", "PlayingDhol", "PlayingFlute", "PlayingGuitar", "PlayingPiano",
+    "PlayingSitar", "PlayingTabla", "PlayingViolin",
+)
+
+
 def render_model(console: Console, model) -> None:
-    """What `tagger models` shows: identity, window geometry, labels and thresholds, providers."""
+    """One model: identity, input geometry, providers, taggable labels with their thresholds."""
     c = model.contract
     table = Table(title=str(model.path), show_header=False)
     table.add_row("name / arch / version", f"{model.name} / {c.arch} / {c.version}")
     table.add_row("sha256", model.sha256)
     table.add_row("kind / output", f"{c.kind} / {c.output}")
-    table.add_row("window", f"{c.clip_len} frames every {c.frame_interval:.3f} s = {c.window_seconds:.2f} s, "
-                  f"short side {c.resize} → crop {c.size[0]}x{c.size[1]}")
+    if c.kind == "video":
+        table.add_row("window", f"{c.clip_len} frames every {c.frame_interval:.3f} s = {c.window_seconds:.2f} s, "
+                      f"short side {c.resize} → crop {c.size[0]}x{c.size[1]}")
+    else:
+        table.add_row("patch", f"{c.patch_seconds:.3f} s of mono sound at {c.sample_rate} Hz")
     table.add_row("providers", ", ".join(model.providers))
     table.add_row("background label", c.background or "(none)")
     console.print(table)
     labels = Table("label", "threshold")
     for label in c.tag_labels:
-        labels.add_row(label, f"{c.threshold_for(label):.2f}")
+        if c.threshold_for(label) <= 1.0:  # above 1: a raw descriptor, never a tag
+            labels.add_row(label, f"{c.threshold_for(label):.2f}")
     console.print(labels)
-    cannot = c.extra.get("cannot_tag") or c.train.get("cannot_tag")
-    if cannot:
-        console.print(f"Cannot tag (needs a model trained on other data): {', '.join(cannot)}")
+
+
+def render_coverage(console: Console, video, audio) -> None:
+    """Which of UCF101's instrument classes this pair of models can tag, and from what."""
+    seen = set(video.contract.tag_labels)
+    heard = {label for label in audio.contract.tag_labels if audio.contract.threshold_for(label) <= 1.0} if audio else set()
+    rows = Table("UCF101 instrument", "can be tagged from")
+    for label in UCF101_INSTRUMENTS:
+        source = ("vision and sound" if label in seen and label in heard else "vision" if label in seen
+                  else "sound alone (stricter threshold)" if label in heard
+                  else "nothing: needs a model trained on UCF101 (see README, Train on UCF101)")
+        rows.add_row(label, source)
+    console.print(rows)

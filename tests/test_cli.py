@@ -54,3 +54,15 @@ def test_export_csv_round_trips_through_dictreader(runner, filled_db, tmp_path, 
     assert [(r["label"], r["start_s"], r["end_s"]) for r in rows] == [("Red", "0.0", "3.0"), ("Blue", "6.0", "10.0")]
     assert {r["path"] for r in rows} == {str(red_grey_blue_video)}
     assert rows[0]["video_duration_s"] == "10.0" and rows[0]["fps"] == "25.0"
+
+
+@pytest.mark.shipped_audio
+def test_models_says_what_the_shipped_models_can_and_cannot_tag(runner):
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.stdout.splitlines()
+             if line.count("│") == 3 and line.split("│")[1].strip().startswith(("Playing", "Drumming"))}
+    assert lines["PlayingGuitar"] == "vision and sound"
+    assert lines["PlayingSitar"] == "sound alone (stricter threshold)"
+    assert lines["PlayingTabla"].startswith("nothing: needs a model trained on UCF101")
+    assert "efficientnet-lite0" in result.stdout and "16000 Hz" in result.stdout
