@@ -239,9 +239,10 @@ def train_from_configs(config: FitConfig, data: DataConfig, clip: dict[str, Any]
     train_set = ClipDataset(split.train, spec, train=True, clips_per_video=config.train_clips,
                             flip=config.flip, seed=config.seed)
     val_set = ClipDataset(split.val, spec, train=False, clips_per_video=config.val_clips)
+    # Workers are not persistent: each epoch's workers must see the dataset's new epoch, or every
+    # epoch would draw the same "random" clips.
     loader_options = {"batch_size": config.batch_size, "num_workers": config.workers,
-                      "pin_memory": device.type == "cuda",
-                      "persistent_workers": config.workers > 0}
+                      "pin_memory": device.type == "cuda"}
     train_loader = DataLoader(train_set, sampler=EpochShuffle(len(train_set), config.seed),
                               drop_last=len(train_set) > config.batch_size, **loader_options)
     val_loader = DataLoader(val_set, shuffle=False, **loader_options)
