@@ -110,6 +110,17 @@ def test_names_without_groups_split_per_file_with_a_warning(tmp_path):
     assert split == make_split(DataConfig(root=str(tmp_path / "plain"), seed=0))
 
 
+def test_fit_prints_the_per_file_warning(tmp_path):
+    for label in ("Left", "Right"):
+        for number in range(3):
+            _touch(tmp_path / "plain" / label / f"clip{number}.mp4")
+    result = CliRunner().invoke(fit_app, [str(tmp_path / "plain"), "--out", str(tmp_path / "run"),
+                                          "--arch", "framemean", "--epochs", "0", "--no-export"])
+    assert result.exit_code == 0, result.output
+    assert "warning: no file name matches the group pattern" in result.stderr
+    assert "(per-file split)" in " ".join(result.stderr.split())
+
+
 def test_official_split_files_are_obeyed_exactly(ucf_tree, split_files):
     _touch(ucf_tree / "PlayingDaf" / "v_PlayingDaf_g99_c01.avi")  # on disk, in no list: unused
     split = make_split(DataConfig(root=str(ucf_tree), split_dir=str(split_files),

@@ -50,13 +50,12 @@ def videos_to_evaluate(state: dict[str, Any], root: Path, all_videos: bool) -> t
                      for path, label in videos)
     trained_root = Path(state["data"]["root"])
     items = []
-    for path in state["split"]["val"]:
+    for path, label in zip(state["split"]["val"], state["split"]["val_labels"]):
         moved = root / Path(path).relative_to(trained_root)
         if not moved.is_file():
             raise DatasetError(f"validation video {moved} does not exist: pass the training "
                                "ROOT, or --all to evaluate every video under ROOT")
-        items.append(VideoItem(str(moved), labels.index(moved.parent.name)
-                               if moved.parent.name in labels else -1, None))
+        items.append(VideoItem(str(moved), label, None))
     return tuple(items)
 
 

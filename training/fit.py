@@ -216,10 +216,11 @@ def train_from_configs(config: FitConfig, data: DataConfig, clip: dict[str, Any]
         config = dataclasses.replace(stored, epochs=config.epochs, patience=config.patience,
                                      workers=config.workers, device=config.device,
                                      export=config.export, export_name=config.export_name)
-        data = DataConfig(**{**state["data"], "classes": _tuple(state["data"]["classes"])})
+        data = DataConfig(**{**state["data"], "classes": _tuple(state["data"]["classes"]),
+                             "root": data.root})  # the dataset may have moved
     split = make_split(data)
     for note in split.warnings:
-        console.print(f"[yellow]{note}[/yellow]")
+        console.print(note, style="yellow", markup=False)
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     if resume:
@@ -259,7 +260,9 @@ def train_from_configs(config: FitConfig, data: DataConfig, clip: dict[str, Any]
                  labels=list(split.classes), clip=dataclasses.asdict(spec),
                  data=dataclasses.asdict(data), fit=dataclasses.asdict(config),
                  split={"method": split.method, "train": [i.path for i in split.train],
-                        "val": [i.path for i in split.val], "warnings": list(split.warnings)})
+                        "val": [i.path for i in split.val],
+                        "val_labels": [i.label for i in split.val],
+                        "warnings": list(split.warnings)})
     console.print(f"{config.arch}: {count_parameters(net):,} parameters on {device}; "
                   f"{len(split.classes)} classes, {len(split.train)} train / {len(split.val)} "
                   f"val videos ({split.method} split)")
