@@ -202,7 +202,7 @@ def test_nearest_frames_picks_the_closest_timestamp():
 
 def _clock_video(path: Path, fps: float, seconds: float = 2.0, slope: float = 100.0) -> Path:
     """Grey frames whose level is 20 + slope * t: each frame says when it was shown."""
-    times = np.arange(int(round(seconds * fps))) / fps
+    times = np.arange(round(seconds * fps)) / fps
     frames = np.stack([np.full((48, 64, 3), 20 + slope * t, dtype=np.uint8) for t in times])
     write_video(path, frames, fps)
     return path

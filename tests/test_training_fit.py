@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from tagger.contract import ModelContract
 from training.checkpoint import clip_spec_of, load_checkpoint, model_from_checkpoint
 from training.data import ClipDataset, VideoItem
-from training.evaluate import evaluate_checkpoint
 from training.evaluate import app as evaluate_app
+from training.evaluate import evaluate_checkpoint
 from training.export import UInt8VideoInput
 from training.export import app as export_app
 from training.fit import app as fit_app

@@ -157,8 +157,9 @@ def test_loading_something_else_is_a_usage_error(tmp_path):
 
 
 def _contract(**changes) -> ModelContract:
-    values = dict(labels=("A", "B", "C"), clip_len=8, size=(32, 32), resize=40, fps=10.0,
-                  frame_step=1, thresholds={"A": 0.5, "B": 0.5, "C": 0.5}, arch="vc3d")
+    values = {"labels": ("A", "B", "C"), "clip_len": 8, "size": (32, 32), "resize": 40,
+              "fps": 10.0, "frame_step": 1, "thresholds": {"A": 0.5, "B": 0.5, "C": 0.5},
+              "arch": "vc3d"}
     return ModelContract(**{**values, **changes})
 
 

@@ -27,19 +27,19 @@ from training.evaluate import evaluate_checkpoint
 from training.fit import FitConfig, train_from_configs
 from training.motion_data import DIRECTIONS, MotionDataConfig, generate_motion_dataset
 
-TRAIN_DATA = MotionDataConfig(classes=tuple(DIRECTIONS), groups=12, clips_per_group=3, seed=0)
+TRAIN_DATA = MotionDataConfig(classes=tuple(DIRECTIONS), groups=16, clips_per_group=3, seed=0)
 HELDOUT_DATA = MotionDataConfig(classes=tuple(DIRECTIONS), groups=8, clips_per_group=2, seed=1)
 CLIP = {"clip_len": 16, "size": (56, 56), "resize": 64, "fps": 10.0, "frame_step": 1}
 MODEL = {"width": 0.125, "dropout": 0.2}  # ~0.8 M parameters, ~3.3 MB as ONNX
 
 
-def build_demo_model(work: Path, out: Path, epochs: int = 15, workers: int = 1) -> dict:
+def build_demo_model(work: Path, out: Path, epochs: int = 20, workers: int = 1) -> dict:
     """Generate the data, train, evaluate on held-out scenes and export to `out`."""
     shutil.rmtree(work, ignore_errors=True)
     generate_motion_dataset(work / "train", TRAIN_DATA)
     generate_motion_dataset(work / "heldout", HELDOUT_DATA)
-    config = FitConfig(out=str(work / "run"), arch="c3d", batch_size=12, epochs=epochs, lr=5e-4,
-                       train_clips=2, flip=False, workers=workers, seed=0, device="auto",
+    config = FitConfig(out=str(work / "run"), arch="c3d", batch_size=12, epochs=epochs, lr=3e-4,
+                       lr_patience=3, train_clips=2, flip=False, workers=workers, seed=0, device="auto",
                        export=False)
     train_from_configs(config, DataConfig(root=str(work / "train"), seed=0), CLIP, MODEL)
     best = work / "run" / "best.pt"
@@ -63,7 +63,7 @@ def main(
     work: Annotated[Path, typer.Option(help="scratch folder (replaced)")] = Path("runs/motion_demo"),
     out: Annotated[Path, typer.Option(help="the ONNX file to write")] = Path(
         "exports/motion_demo.onnx"),
-    epochs: Annotated[int, typer.Option(help="maximum epochs")] = 15,
+    epochs: Annotated[int, typer.Option(help="maximum epochs")] = 20,
     workers: Annotated[int, typer.Option(help="decoding processes")] = 1,
 ) -> None:
     """Rebuild the motion demo model.

@@ -20,19 +20,19 @@ from typing import Annotated, Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+from torch.utils.data import DataLoader
 
-from tagger.errors import TaggerError  # noqa: E402
-from training.checkpoint import clip_spec_of, load_checkpoint, model_from_checkpoint  # noqa: E402
-from training.data import ClipDataset, DatasetError, VideoItem, discover_videos  # noqa: E402
-from training.export import UInt8VideoInput  # noqa: E402
-from training.fit import evaluate, pick_device  # noqa: E402
+from tagger.errors import TaggerError
+from training.checkpoint import clip_spec_of, load_checkpoint, model_from_checkpoint
+from training.data import ClipDataset, DatasetError, VideoItem, discover_videos
+from training.export import UInt8VideoInput
+from training.fit import evaluate, pick_device
 
 console = Console()
 

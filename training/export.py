@@ -244,7 +244,8 @@ def main(
 
     Example: python -m training.export runs/ucf10/best.pt --name instruments_c3d --out exports/
     """
-    from training.checkpoint import export_checkpoint  # torch-heavy imports only when used
+    # Imported here: export_video_model's callers need neither checkpoints nor datasets.
+    from training.checkpoint import export_checkpoint
 
     try:
         report = export_checkpoint(checkpoint, out / f"{name}.onnx", parity_clips=parity_clips,

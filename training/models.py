@@ -84,7 +84,7 @@ class FrameMeanConfig(VideoModelConfig):
 
 def _channels(base: int, width: float) -> int:
     """Scale a channel count, keeping at least 4 so tiny widths still work."""
-    return max(4, int(round(base * width)))
+    return max(4, round(base * width))
 
 
 def _pool_kernel(size: tuple[int, int, int], kernel: tuple[int, int, int]) -> tuple[int, ...]:

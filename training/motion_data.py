@@ -63,10 +63,10 @@ def render_motion_frames(rng: np.random.Generator, background: np.ndarray, patch
     mask[:side, :side] = True
     x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
     frames = []
-    for index in range(int(round(seconds * fps))):
+    for index in range(round(seconds * fps)):
         t = index / fps
-        dx = int(round(x0 + direction[0] * speed * t)) % width
-        dy = int(round(y0 + direction[1] * speed * t)) % height
+        dx = round(x0 + direction[0] * speed * t) % width
+        dy = round(y0 + direction[1] * speed * t) % height
         shifted = np.roll(mask, (dy, dx), axis=(0, 1))
         frame = background.copy()
         frame[shifted] = np.roll(layer, (dy, dx), axis=(0, 1))[shifted]
