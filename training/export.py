@@ -95,7 +95,8 @@ def export_video_model(
         max_mb: refuse to write a model larger than this (None: no limit).
 
     Returns:
-        The report: paths, size, sha256, parity result and the full card.
+        The report: `onnx` and `card` paths, `parity_max_abs_diff`, and the card's fields (name,
+        bytes, sha256, labels, input, output, thresholds, train).
 
     Raises:
         ModelError: the model does not match the contract, fails `onnx.checker`, or onnxruntime
@@ -140,7 +141,8 @@ def export_video_model(
     card_path = out_path.with_suffix(".json")
     model_card = _model_card(out_path, contract, mean, std)
     card_path.write_text(json.dumps(model_card, indent=2) + "\n")
-    return {"onnx": str(out_path), "card": str(card_path), **model_card}
+    return {"onnx": str(out_path), "card": str(card_path),
+            "parity_max_abs_diff": parity["parity_max_abs_diff"], **model_card}
 
 
 def _parity_input(contract: ModelContract,
