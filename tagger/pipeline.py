@@ -247,7 +247,9 @@ class Scanner:
                 if j in self.videos and self.videos[j].generation == gen]
         if not live:
             return
-        scores = stream.model.scores(np.concatenate([inputs for *_, inputs in live]))
+        inputs = np.concatenate([inputs for *_, inputs in live])
+        size = stream.batch_size  # decoders send larger chunks; the model sees batch_size at a time
+        scores = np.concatenate([stream.model.scores(inputs[i : i + size]) for i in range(0, len(inputs), size)])
         offset = 0
         for job_id, first, inputs in live:
             video = self.videos[job_id]
