@@ -46,14 +46,21 @@ def ffmpeg() -> str:
 
 
 def make_video(folder: Path, name: str, seconds: int, width: int, height: int, fps: int, codec: str) -> Path:
-    """A synthetic but codec-realistic video: moving test pattern plus noise (so frames differ)."""
+    """A synthetic but codec-realistic video: moving test pattern plus noise (so frames differ).
+
+    The 1-hour video uses x264's ultrafast preset when made by hand to save time; any 720p30 H.264
+    file named long_720p.mp4 in the -long folder is used as it is."""
     path = folder / name
     if path.exists():
         return path
-    source = f"testsrc2=size={width}x{height}:rate={fps},noise=alls=12:allf=t"
+    partial = path.with_name("partial-" + name)  # renamed when complete: an interrupted run leaves no half file
+    # Light noise: frames differ as in camera footage, at about UCF101's bitrate (noise=12 tripled it
+    # and made decoding, not the model, the bottleneck, unlike real archives).
+    source = f"testsrc2=size={width}x{height}:rate={fps},noise=alls=3:allf=t"
     extra = ["-preset", "veryfast", "-pix_fmt", "yuv420p"] if codec == "libx264" else ["-q:v", "5"]
     subprocess.run([ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", source, "-t", str(seconds),
-                    "-c:v", codec, *extra, str(path)], check=True)
+                    "-c:v", codec, *extra, str(partial)], check=True)
+    partial.rename(path)
     return path
 
 
@@ -157,8 +164,8 @@ def naive_loop(model, plans) -> float:
     return time.perf_counter() - began
 
 
-def tagger_scan(folder: Path, db: Path, model_path: str | None) -> tuple[float, int, dict]:
-    command = [sys.executable, "-m", "tagger.cli", "scan", str(folder), "--db", str(db), "--json"]
+def tagger_scan(folder: Path, db: Path, model_path: str | None, *extra: str) -> tuple[float, int, dict]:
+    command = [sys.executable, "-m", "tagger.cli", "scan", str(folder), "--db", str(db), "--json", *extra]
     if model_path:
         command += ["--model", model_path]
     began = time.perf_counter()
@@ -184,7 +191,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=Path(tempfile.gettempdir()) / "tagger-bench-corpus")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("scan_speed.json"))
     parser.add_argument("--long", action="store_true", help="also a 1-hour 720p video (peak memory)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=0, help="windows per inference call [default: the scan's]")
     args = parser.parse_args()
 
     from tagger.model import load_model
@@ -193,6 +200,7 @@ def main() -> None:
     print(f"corpus in {args.corpus}", flush=True)
     videos = [make_video(args.corpus, *spec) for spec in CORPUS]
     model = load_model(args.model)
+    args.batch_size = args.batch_size or model.auto_batch_size()
     plans = planned_windows(model, videos)
     total_windows = sum(len(rows) for _, rows in plans)
     video_seconds = float(sum(spec[1] for spec in CORPUS))
@@ -202,7 +210,7 @@ def main() -> None:
     from tagger.worker import VideoJob, decode_windows
 
     sample = next(m[2] for m in decode_windows(VideoJob(0, str(videos[0]), c.resize, c.size, c.clip_len,
-                                                         c.frame_interval, None, ("pyav",), args.batch_size))
+                                                         c.frame_interval, None, ("pyav",), max(8, args.batch_size)))
                   if m[0] == "windows")
     infer_s = inference_only(model, sample, total_windows, args.batch_size)
     naive_s = naive_loop(model, plans)
@@ -223,7 +231,7 @@ def main() -> None:
         "scan_peak_rss_mb": peak / 2**20, "cold_start_s": cold_s, "scan_tagged": summary["tagged"],
     }
     if args.long:
-        long_dir = args.corpus / "long"
+        long_dir = args.corpus.with_name(args.corpus.name + "-long")  # outside the corpus the scan walks
         long_dir.mkdir(exist_ok=True)
         make_video(long_dir, *LONG)
         with tempfile.TemporaryDirectory() as tmp:
