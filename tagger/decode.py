@@ -50,20 +50,22 @@ class FrameSource(ABC):
     """One open video: its timestamps up front, then frames decoded once each, in order."""
 
     name: str
+    _info: VideoInfo  # set by each backend's __init__
+    _timestamps: np.ndarray
 
     def __init__(self, path: str, short_side: int):
         self.path = path
         self.short_side = short_side
 
     @property
-    @abstractmethod
     def info(self) -> VideoInfo:
         """The video's size, rate, frame count and duration."""
+        return self._info
 
     @property
-    @abstractmethod
     def timestamps(self) -> np.ndarray:
         """Start time of every frame in seconds, first frame at 0, ascending."""
+        return self._timestamps
 
     @abstractmethod
     def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
@@ -99,14 +101,6 @@ class DecordSource(FrameSource):
             raise DecodeError("decord returned no frame timestamps")
         self._timestamps, duration = _clean_timestamps(stamps, fps)
         self._info = VideoInfo(width, height, fps, frames, duration)
-
-    @property
-    def info(self) -> VideoInfo:
-        return self._info
-
-    @property
-    def timestamps(self) -> np.ndarray:
-        return self._timestamps
 
     def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         import decord
@@ -177,14 +171,6 @@ class PyAVSource(FrameSource):
         out_w, out_h = scaled_size(width, height, short_side)
         self._decode_size = (out_h, out_w) if self._turns % 2 else (out_w, out_h)  # before rotation
         self._info = VideoInfo(width, height, rate, len(stamps), float(stamps[-1] + 1.0 / rate))
-
-    @property
-    def info(self) -> VideoInfo:
-        return self._info
-
-    @property
-    def timestamps(self) -> np.ndarray:
-        return self._timestamps
 
     def _to_array(self, frame) -> np.ndarray:
         width, height = self._decode_size
