@@ -25,8 +25,12 @@ CPU = "CPUExecutionProvider"
 
 
 def default_model_path(name: str = DEFAULT_MODEL_NAME) -> Path:
-    """A model shipped with the package."""
-    return Path(str(resources.files("tagger.exports").joinpath(name)))
+    """A model shipped with the package: `tagger/exports/` once installed, else the source tree's
+    `exports/` (running from a checkout, where `tagger` is imported from the working tree)."""
+    try:
+        return Path(str(resources.files("tagger.exports").joinpath(name)))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "exports" / name
 
 
 def file_sha256(path: Path) -> str:
