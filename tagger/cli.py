@@ -84,7 +84,7 @@ def scan(
     threshold: Annotated[Optional[float], typer.Option(help="Score threshold for every label [default: the model's]")] = None,
     smooth: Annotated[int, typer.Option(help="Moving-average width over windows (1 = off)")] = 1,
     min_duration: Annotated[float, typer.Option(help="Drop segments shorter than this many seconds")] = 0.0,
-    max_gap: Annotated[int, typer.Option(help="Windows below threshold bridged inside a segment")] = 0,
+    max_gap: Annotated[int, typer.Option(help="Windows below threshold bridged inside a segment (1: one dip does not split a performance)")] = 1,
     include: Annotated[Optional[list[str]], typer.Option(help="Only paths matching this glob (repeatable)")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Skip paths matching this glob (repeatable)")] = None,
     hidden: Annotated[bool, typer.Option(help="Also scan hidden files and folders")] = False,
@@ -182,7 +182,7 @@ def query(
     all_labels: Annotated[bool, typer.Option("--all", help="List every segment (with no --label, the default is a per-label summary)")] = False,
     threshold: ThresholdOption = None,
     smooth: SmoothOption = 1,
-    max_gap: MaxGapOption = 0,
+    max_gap: MaxGapOption = 1,
     output_format: FormatOption = None,
     db: DbOption = None,
 ) -> None:
@@ -218,7 +218,7 @@ def export_csv(
     source: SourceOption = None,
     threshold: ThresholdOption = None,
     smooth: SmoothOption = 1,
-    max_gap: MaxGapOption = 0,
+    max_gap: MaxGapOption = 1,
     windows: Annotated[bool, typer.Option("--windows", help="Export raw per-window scores (one row per window and label)")] = False,
     db: DbOption = None,
 ) -> None:
