@@ -68,7 +68,9 @@ class _Row:
 
 
 def _rethreshold(rows, query: SegmentQuery, threshold: float, rules: SegmentRules) -> Iterator[_Row]:
-    for _, group in groupby(rows, key=lambda r: r.video_id):
+    """Vision evidence only: a video's audio windows (another model) are left out of the re-derivation."""
+    seen = [r for r in rows if r.meta.get("tagger.kind", "video") == "video"]
+    for _, group in groupby(seen, key=lambda r: (r.video_id, r.model)):
         group = list(group)
         first = group[0]
         background = first.meta.get("tagger.background") or None
