@@ -64,6 +64,7 @@ def render_summary(console: Console, summary: ScanSummary, db: str) -> None:
     rate = summary.video_seconds / max(summary.wall_seconds, 1e-6)
     table.add_row("video time tagged", f"{summary.video_seconds:.1f} s in {summary.wall_seconds:.1f} s ({rate:.1f}x real time)")
     table.add_row("model", f"{summary.model} on {', '.join(summary.providers)}")
+    table.add_row("audio model", summary.audio_model or "none (vision only)")
     console.print(table)
     for path, reason in summary.failed:
         console.print(f"[red]failed[/red] {path}: {reason}", highlight=False)
