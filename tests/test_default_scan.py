@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -43,3 +47,21 @@ def test_default_scan_tags_instruments_and_nothing_else(shared_data, runner, tmp
         assert label in tags.get(clip, set()), f"{clip} lacks {label}: {tags.get(clip)}"
     for clip in NO_INSTRUMENT:  # chaplin's piano soundtrack included: sound alone is not enough
         assert clip not in tags, f"{clip} wrongly tagged {tags[clip]}"
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
+                    reason="needs unshare and root to cut the network off")
+def test_scan_with_the_shipped_models_needs_no_network(shared_data, tmp_path):
+    """In a network namespace with no interfaces up, a scan loads both shipped models and tags."""
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare --net is not permitted here: {probe.stderr.decode().strip()}")
+    db = tmp_path / "offline.db"
+    clip = shared_data / "clips" / "v_PlayingGuitar_g16_c02.avi"
+    done = subprocess.run(["unshare", "--net", sys.executable, "-m", "tagger.cli", "scan", str(clip), "--db", str(db),
+                           "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["tagged"] == 1 and summary["audio_model"].endswith("musicnn.onnx")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select label from segments").fetchall() == [("PlayingGuitar",)]
