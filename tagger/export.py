@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterable
 from typing import TextIO
@@ -70,11 +71,17 @@ def write_csv_file(records: Iterable[dict], output: str, fields) -> int:
     """Write CSV to the file `output`, or to standard output for '-'; returns the number of rows."""
     if output == "-":
         return write_csv(records, sys.stdout, fields)
+    partial = f"{output}.partial"  # the old file stays whole until the new one is complete
     try:
-        with open(output, "w", newline="", encoding="utf-8") as handle:
-            return write_csv(records, handle, fields)
+        with open(partial, "w", newline="", encoding="utf-8") as handle:
+            count = write_csv(records, handle, fields)
+        os.replace(partial, output)
+        return count
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror}; choose another --output") from exc
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 def write_json(records: Iterable[dict], out: TextIO) -> int:

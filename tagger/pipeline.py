@@ -243,8 +243,9 @@ class Scanner:
 
     def _run_batch(self, stream: _Stream) -> None:
         batch, stream.pending = stream.pending, []
-        live = [(j, first, inputs) for j, gen, first, inputs in batch
-                if j in self.videos and self.videos[j].generation == gen]
+        live = [(j, first, inputs) for j, gen, first, inputs in batch  # drop inputs of abandoned work:
+                if j in self.videos and self.videos[j].generation == gen  # a failed or restarted decoder,
+                and stream.name in self.videos[j].scores]  # or a sound track that failed midway
         if not live:
             return
         inputs = np.concatenate([inputs for *_, inputs in live])

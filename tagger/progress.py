@@ -9,6 +9,7 @@ import os
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -45,7 +46,7 @@ class RichProgress(ScanProgress):
         self.task = self.progress.add_task("scanning", total=total, hours=_hours(0), rate="", current="")
 
     def video_started(self, path: str) -> None:
-        self.progress.update(self.task, current=os.path.basename(path)[-40:])
+        self.progress.update(self.task, current=escape(os.path.basename(path)[-40:]))
 
     def video_finished(self, path: str, seconds: float, ok: bool) -> None:
         self.video_seconds += seconds
@@ -55,7 +56,7 @@ class RichProgress(ScanProgress):
 
 def render_summary(console: Console, summary: ScanSummary, db: str) -> None:
     """The table printed when a scan ends: tagged, skipped, failed (with reasons)."""
-    table = Table(title=f"scan {summary.scan_id} → {db}", show_header=False)
+    table = Table(title=escape(f"scan {summary.scan_id} → {db}"), show_header=False)
     table.add_row("videos found", str(summary.found))
     table.add_row("tagged", str(summary.tagged))
     table.add_row("skipped (unchanged)", str(summary.skipped))
@@ -63,11 +64,11 @@ def render_summary(console: Console, summary: ScanSummary, db: str) -> None:
     table.add_row("segments stored", str(summary.segments))
     rate = summary.video_seconds / max(summary.wall_seconds, 1e-6)
     table.add_row("video time tagged", f"{summary.video_seconds:.1f} s in {summary.wall_seconds:.1f} s ({rate:.1f}x real time)")
-    table.add_row("model", f"{summary.model} on {', '.join(summary.providers)}")
-    table.add_row("audio model", summary.audio_model or "none (vision only)")
+    table.add_row("model", escape(f"{summary.model} on {', '.join(summary.providers)}"))
+    table.add_row("audio model", escape(summary.audio_model or "none (vision only)"))
     console.print(table)
     for path, reason in summary.failed:
-        console.print(f"[red]failed[/red] {path}: {reason}", highlight=False)
+        console.print(f"[red]failed[/red] {escape(path)}: {escape(reason)}", highlight=False)
 
 
 UCF101_INSTRUMENTS = (  # the instrument classes of UCF101, the vocabulary this tool grew from
@@ -79,7 +80,7 @@ UCF101_INSTRUMENTS = (  # the instrument classes of UCF101, the vocabulary this 
 def render_model(console: Console, model) -> None:
     """One model: identity, input geometry, providers, taggable labels with their thresholds."""
     c = model.contract
-    table = Table(title=str(model.path), show_header=False)
+    table = Table(title=escape(str(model.path)), show_header=False)
     table.add_row("name / arch / version", f"{model.name} / {c.arch} / {c.version}")
     table.add_row("sha256", model.sha256)
     table.add_row("kind / output", f"{c.kind} / {c.output}")
@@ -94,7 +95,7 @@ def render_model(console: Console, model) -> None:
     labels = Table("label", "threshold")
     for label in c.tag_labels:
         if c.threshold_for(label) <= 1.0:  # above 1: a raw descriptor, never a tag
-            labels.add_row(label, f"{c.threshold_for(label):.2f}")
+            labels.add_row(escape(label), f"{c.threshold_for(label):.2f}")
     console.print(labels)
 
 

@@ -35,15 +35,21 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def path_condition(column, pattern: str, dialect: str):
-    """Match `pattern` against `column`: a glob when it has * or ?, else a substring."""
-    is_glob = any(c in pattern for c in "*?")
+def _glob(column, pattern: str, dialect: str):
+    """`column` matches the glob `pattern` (* and ?; brackets are literal)."""
     if dialect == "sqlite":
-        escaped = "".join(f"[{c}]" if c in "[]" else c for c in pattern)  # brackets are literal here
-        return column.op("GLOB")(escaped if is_glob else f"*{escaped}*")
-    like = _like_escape(pattern)
-    like = like.replace("*", "%").replace("?", "_") if is_glob else f"%{like}%"
-    return column.like(like, escape="\\")
+        return column.op("GLOB")("".join(f"[{c}]" if c in "[]" else c for c in pattern))
+    return column.like(_like_escape(pattern).replace("*", "%").replace("?", "_"), escape="\\")
+
+
+def path_condition(column, pattern: str, dialect: str):
+    """Match `pattern` against `column`: a glob when it has * or ? (a glob without a folder
+    matches the file name too), else a substring."""
+    if not any(c in pattern for c in "*?"):
+        return _glob(column, f"*{pattern}*", dialect)
+    if "/" not in pattern:
+        return sa.or_(_glob(column, pattern, dialect), _glob(column, "*/" + pattern, dialect))
+    return _glob(column, pattern, dialect)
 
 
 def _video_filters(stmt, query: SegmentQuery, dialect: str):
@@ -51,8 +57,13 @@ def _video_filters(stmt, query: SegmentQuery, dialect: str):
         stmt = stmt.where(path_condition(videos.c.path, query.path, dialect))
     if query.exact_path is not None:
         stmt = stmt.where(videos.c.path == query.exact_path)
-    if query.model:
-        stmt = stmt.where(sa.or_(models.c.name == query.model, models.c.sha256.startswith(query.model, autoescape=True)))
+    if query.model:  # a name, a sha256 prefix, or one part of a "vision+sound" pair
+        stmt = stmt.where(sa.or_(
+            models.c.name == query.model,
+            models.c.name.startswith(query.model + "+", autoescape=True),
+            models.c.name.endswith("+" + query.model, autoescape=True),
+            models.c.sha256.startswith(query.model, autoescape=True),
+        ))
     return stmt
 
 
@@ -119,6 +130,8 @@ def select_label_summary(conn: sa.Connection, query: SegmentQuery) -> list[sa.Ro
     stmt = _video_filters(stmt, query, conn.dialect.name)
     if query.min_score is not None:
         stmt = stmt.where(segments.c.score >= query.min_score)
+    if query.min_duration is not None:
+        stmt = stmt.where(segments.c.end - segments.c.start >= query.min_duration - 1e-9)
     if query.source:
         stmt = stmt.where(segments.c.source == query.source)
     return list(conn.execute(stmt))

@@ -69,6 +69,8 @@ class _Row:
 
 def _rethreshold(rows, query: SegmentQuery, threshold: float, rules: SegmentRules) -> Iterator[_Row]:
     """Vision evidence only: a video's audio windows (another model) are left out of the re-derivation."""
+    if query.source not in (None, "video"):
+        return
     seen = [r for r in rows if r.meta.get("tagger.kind", "video") == "video"]
     for _, group in groupby(seen, key=lambda r: (r.video_id, r.model)):
         group = list(group)

@@ -137,23 +137,34 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
         try:
-            self._prepare_schema()
+            self._prepare_schema(create)
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(f"cannot use database {target}: {_reason(exc)}; pass another --db") from exc
 
-    def _prepare_schema(self) -> None:
-        with self.write() as conn:
-            existing = sa.inspect(conn).get_table_names()
-            if "meta" in existing:
-                row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version"))
-                found = int(row.scalar_one_or_none() or 0)
-                if found > SCHEMA_VERSION:
-                    raise DatabaseError(
-                        f"database {self.target} has schema version {found}, newer than this tagger's "
-                        f"{SCHEMA_VERSION}: upgrade tagger or pass another --db"
-                    )
-            elif existing:
+    def _check_version(self, conn: sa.Connection) -> bool:
+        """True when the tagger schema is there; DatabaseError when it is foreign or newer."""
+        existing = sa.inspect(conn).get_table_names()
+        if "meta" not in existing:
+            if existing:
                 raise DatabaseError(f"database {self.target} holds other tables, not tagger's: pass another --db")
+            return False
+        row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version"))
+        found = int(row.scalar_one_or_none() or 0)
+        if found > SCHEMA_VERSION:
+            raise DatabaseError(
+                f"database {self.target} has schema version {found}, newer than this tagger's "
+                f"{SCHEMA_VERSION}: upgrade tagger or pass another --db"
+            )
+        return True
+
+    def _prepare_schema(self, create: bool) -> None:
+        if not create:  # readers never take the write lock: they run beside a scan under WAL
+            with self.read() as conn:
+                if not self._check_version(conn):
+                    raise DatabaseError(f"{self.target} holds no tagger tables yet: run `tagger scan` first")
+            return
+        with self.write() as conn:
+            self._check_version(conn)
             metadata.create_all(conn)
             conn.execute(sa.delete(meta_table).where(meta_table.c.key == "schema_version"))
             conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -47,13 +48,13 @@ def _cell(value) -> Text:
 def render_timeline(console: Console, video, segments: list[dict], windows) -> None:
     """`tagger show`: the video's metadata, a bar per label across its duration, its segments."""
     duration = video.duration or 0.0
-    info = Table(title=video.path, show_header=False)
-    info.add_row("status", video.status + (f": {video.error}" if video.error else ""))
+    info = Table(title=escape(video.path), show_header=False)
+    info.add_row("status", escape(video.status + (f": {video.error}" if video.error else "")))
     if duration:
         info.add_row("duration", f"{timecode(duration)} ({duration:.2f} s)")
         info.add_row("video", f"{video.width}x{video.height} at {video.fps:.3f} fps, {video.frames} frames, "
                               f"decoded by {video.decoder}")
-    info.add_row("model", str(video.model))
+    info.add_row("model", escape(str(video.model)))
     info.add_row("windows", str(len(windows)))
     console.print(info)
     if not duration:
@@ -69,10 +70,10 @@ def render_timeline(console: Console, video, segments: list[dict], windows) -> N
             last = max(first, min(width - 1, int(seg["end_s"] / duration * width - 1e-9)))
             for i in range(first, last + 1):
                 cells[i] = "█"
-        bars.add_row(label, Text("".join(cells), style="green"), f"{total:.1f} s")
+        bars.add_row(Text(label), Text("".join(cells), style="green"), f"{total:.1f} s")
     console.print(bars if segments else "no segments")
     table = Table("label", "start", "end", "score", "max")
     for seg in segments:
-        table.add_row(seg["label"], seg["start_tc"], seg["end_tc"], f"{seg['score']:.2f}", f"{seg['max_score']:.2f}")
+        table.add_row(Text(seg["label"]), seg["start_tc"], seg["end_tc"], f"{seg['score']:.2f}", f"{seg['max_score']:.2f}")
     if segments:
         console.print(table)

@@ -34,7 +34,7 @@ class VideoJob:
     frame_interval: float  # seconds between sampled frames
     hop: float | None
     decoders: tuple[str, ...]
-    chunk: int = 8  # windows per message: fewer, larger messages; bounded memory
+    chunk: int = 2  # windows per message: frequent enough that a slow decode never looks stalled
     audio: tuple[int, float] | None = None  # (sample_rate, patch_seconds) when sound is wanted
 
 

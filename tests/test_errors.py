@@ -159,3 +159,12 @@ def test_shared_broken_files(shared_data, runner, colour_model, tmp_path):
         decoders = dict(conn.execute("select path, decoder from videos where status = 'ok'").fetchall())
     assert decoders[str(shared_data / "broken" / "moviepy__no_duration.webm")] == "pyav"  # decord cannot open it
     assert decoders[str(shared_data / "broken" / "decord__video_90.mov")] == "pyav"
+
+
+def test_paths_that_look_like_rich_markup_are_printed_as_they_are(runner, colour_model, tmp_path):
+    root = tmp_path / "clips [red]"
+    root.mkdir()
+    (root / "[bold]take.mp4").write_bytes(b"")
+    result = runner.invoke(app, ["scan", str(root), "--model", str(colour_model), "--db", str(tmp_path / "t.db")])
+    assert result.exit_code == 3, result.output
+    assert f"failed {root / '[bold]take.mp4'}: empty file (0 bytes)" in result.stdout

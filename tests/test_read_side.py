@@ -146,3 +146,42 @@ def test_show_draws_a_timeline(library, runner):
     missing = runner.invoke(app, ["show", str(root / "nope.avi"), "--db", str(db)])
     assert missing.exit_code == 2
     assert missing.stderr.strip() == f"Error: {root / 'nope.avi'} is not in the database: scan it first (tagger scan {root / 'nope.avi'})"
+
+
+def test_summary_honours_min_duration(library, runner):
+    _, db = library
+    rows = list(csv.DictReader(io.StringIO(_run(runner, db, "query", "--min-duration", "5", "--format", "csv"))))
+    assert [(r["label"], r["segments"]) for r in rows] == [("Blue", "1")]
+
+
+def test_a_glob_without_a_folder_matches_file_names(library, runner):
+    _, db = library
+    found = _labels_and_paths(_run(runner, db, "query", "--all", "--path", "long_*", "--format", "json"))
+    assert found == [("Blue", "long_blue.avi")]
+
+
+def test_a_failed_export_leaves_the_old_file_whole(runner, tmp_path):
+    keep = tmp_path / "keep.csv"
+    keep.write_text("precious,data\n")
+    for args in (["--windows"], []):
+        result = runner.invoke(app, ["export-csv", *args, "-o", str(keep), "--db", str(tmp_path / "missing.db")])
+        assert result.exit_code == 5
+        assert keep.read_text() == "precious,data\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.csv"]
+
+
+def test_queries_are_not_blocked_by_a_writer(library, runner):
+    import time
+
+    _, db = library
+    writer = sqlite3.connect(db, isolation_level=None, timeout=1)
+    writer.execute("BEGIN IMMEDIATE")  # a scan in the middle of storing a video
+    try:
+        began = time.monotonic()
+        result = runner.invoke(app, ["query", "--all", "--db", str(db), "--format", "json"])
+        assert result.exit_code == 0, result.output
+        assert len(json.loads(result.stdout)) == 5
+        assert time.monotonic() - began < 5
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
