@@ -15,7 +15,15 @@ import typer
 from rich.console import Console
 
 from tagger import errors
-from tagger.config import STREAMS, ScanSettings, default_workers, resolve_audio_model, resolve_db, resolve_model
+from tagger.config import (
+    STREAMS,
+    ScanSettings,
+    default_workers,
+    resolve_audio_model,
+    resolve_db,
+    resolve_model,
+)
+from tagger.decode import DECODERS
 from tagger.discover import DiscoveryRules
 from tagger.segments import SegmentRules
 
@@ -93,7 +101,7 @@ def scan(
     workers: Annotated[int, typer.Option(help="Decoder processes")] = default_workers(),
     timeout: Annotated[float, typer.Option(help="Seconds a decoder may make no progress before it is killed")] = 120.0,
     batch_size: Annotated[int, typer.Option(help="Windows per inference batch; 0 = auto (about 16 frames on CPU, 64 on CUDA)")] = 0,
-    decoders: Annotated[str, typer.Option(help="Decoders to try in order: pyav, decord, or module:FrameSourceClass")] = "pyav,decord",
+    decoders: Annotated[str, typer.Option(help="Decoders to try in order: pyav, decord, or module:FrameSourceClass")] = ",".join(DECODERS),
     streams: Annotated[str, typer.Option(help="both: vision and sound (when an audio model is there); video: vision only")] = "both",
     audio_model: Annotated[Optional[str], typer.Option("--audio-model", help="Exported audio ONNX model [env: TAGGER_AUDIO_MODEL; default: shipped]")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table; errors only")] = False,

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tagger.decode import DECODERS
 from tagger.discover import DiscoveryRules
 from tagger.fusion import FusionRules
 from tagger.segments import SegmentRules
@@ -63,7 +64,7 @@ class ScanSettings:
     timeout: float = 120.0  # seconds a decoder may go without progress before it is killed
     threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's choice
     force: bool = False  # re-tag videos even when unchanged
-    decoders: tuple[str, ...] = ("pyav", "decord")  # tried in order; PyAV first: see decode.py
+    decoders: tuple[str, ...] = DECODERS  # tried in order; PyAV first: see decode.py
     streams: str = "both"  # "both": vision and sound when an audio model is there; "video": vision only
     audio_model: str | None = None  # None: the shipped audio model, if installed
     fusion: FusionRules = field(default_factory=FusionRules)

@@ -67,6 +67,20 @@ def _video_filters(stmt, query: SegmentQuery, dialect: str):
     return stmt
 
 
+def _segment_filters(stmt, query: SegmentQuery, dialect: str):
+    """Every filter on segments, in one place for listing and summarising alike."""
+    stmt = _video_filters(stmt, query, dialect)
+    if query.labels:
+        stmt = stmt.where(segments.c.label.in_(query.labels))
+    if query.min_score is not None:
+        stmt = stmt.where(segments.c.score >= query.min_score)
+    if query.min_duration is not None:
+        stmt = stmt.where(segments.c.end - segments.c.start >= query.min_duration - 1e-9)
+    if query.source:
+        stmt = stmt.where(segments.c.source == query.source)
+    return stmt
+
+
 def select_segments(conn: sa.Connection, query: SegmentQuery) -> list[sa.Row]:
     """Stored segments with their video and model, filtered and ordered as `query` says."""
     stmt = (
@@ -78,15 +92,7 @@ def select_segments(conn: sa.Connection, query: SegmentQuery) -> list[sa.Row]:
         .join(videos, videos.c.id == segments.c.video_id)
         .join(models, models.c.id == segments.c.model_id)
     )
-    stmt = _video_filters(stmt, query, conn.dialect.name)
-    if query.labels:
-        stmt = stmt.where(segments.c.label.in_(query.labels))
-    if query.min_score is not None:
-        stmt = stmt.where(segments.c.score >= query.min_score)
-    if query.min_duration is not None:
-        stmt = stmt.where(segments.c.end - segments.c.start >= query.min_duration - 1e-9)
-    if query.source:
-        stmt = stmt.where(segments.c.source == query.source)
+    stmt = _segment_filters(stmt, query, conn.dialect.name)
     order = {
         "path": (videos.c.path, segments.c.start, segments.c.label),
         "score": (segments.c.score.desc(), videos.c.path, segments.c.start),
@@ -127,14 +133,7 @@ def select_label_summary(conn: sa.Connection, query: SegmentQuery) -> list[sa.Ro
         .group_by(segments.c.label)
         .order_by(segments.c.label)
     )
-    stmt = _video_filters(stmt, query, conn.dialect.name)
-    if query.min_score is not None:
-        stmt = stmt.where(segments.c.score >= query.min_score)
-    if query.min_duration is not None:
-        stmt = stmt.where(segments.c.end - segments.c.start >= query.min_duration - 1e-9)
-    if query.source:
-        stmt = stmt.where(segments.c.source == query.source)
-    return list(conn.execute(stmt))
+    return list(conn.execute(_segment_filters(stmt, query, conn.dialect.name)))
 
 
 def select_video(conn: sa.Connection, path: str) -> sa.Row | None:

@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import groupby
+from types import SimpleNamespace
 
 import numpy as np
 import sqlalchemy as sa
@@ -60,14 +61,7 @@ def segment_records(db: str, query: SegmentQuery, threshold: float | None = None
     return records[: query.limit] if query.limit else records
 
 
-class _Row:
-    """A re-derived segment shaped like a stored segment row."""
-
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
-
-
-def _rethreshold(rows, query: SegmentQuery, threshold: float, rules: SegmentRules) -> Iterator[_Row]:
+def _rethreshold(rows, query: SegmentQuery, threshold: float, rules: SegmentRules) -> Iterator[SimpleNamespace]:
     """Vision evidence only: a video's audio windows (another model) are left out of the re-derivation."""
     if query.source not in (None, "video"):
         return
@@ -87,7 +81,7 @@ def _rethreshold(rows, query: SegmentQuery, threshold: float, rules: SegmentRule
                 continue
             if query.min_duration is not None and seg.duration < query.min_duration - 1e-9:
                 continue
-            yield _Row(path=first.path, label=seg.label, start=seg.start, end=seg.end, score=seg.score,
+            yield SimpleNamespace(path=first.path, label=seg.label, start=seg.start, end=seg.end, score=seg.score,
                        max_score=seg.max_score, source="video", model=first.model,
                        video_duration=first.video_duration, fps=first.fps)
 
