@@ -67,14 +67,19 @@ class SamePadConv2d(nn.Conv2d):
         super().__init__(in_ch, out_ch, kernel, stride=stride, padding=0, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = []
-        for size in (x.shape[-1], x.shape[-2]):  # F.pad wants the last dimension (W) first
-            k, s = self.kernel_size[0], self.stride[0]
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return super().forward(x)
+        # Python ints, so an exported graph holds constant padding (onnxruntime then folds it into
+        # the Conv) rather than a Shape -> Pad chain computed on every run, which cost a third of
+        # the default model's inference time.
+        (top, bottom), (left, right) = (self._same(int(size)) for size in x.shape[-2:])
+        if top == bottom and left == right:
+            return F.conv2d(x, self.weight, None, self.stride, (top, left), self.dilation, self.groups)
+        return super().forward(F.pad(x, [left, right, top, bottom]))
+
+    def _same(self, size: int) -> tuple[int, int]:
+        """(before, after) padding of one spatial dimension of `size` pixels."""
+        k, s = self.kernel_size[0], self.stride[0]
+        total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+        return total // 2, total - total // 2
 
 
 class MBConv(nn.Module):
