@@ -44,8 +44,9 @@ def resolve_audio_model(flag: str | None) -> str | None:
 
 
 def default_workers() -> int:
-    """Decoder processes: one per two cores, at least one (inference takes the other cores)."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    """Decoder processes: one per core. Each decodes with one thread while others are busy (see
+    Scanner._decoder_threads), and onnxruntime's threads sleep rather than spin while they wait."""
+    return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ class FrameSource(ABC):
     """One open video: its timestamps up front, then frames decoded once each, in order."""
 
     name: str
+    threads: int = 0  # decoding threads for read(); 0 lets the backend choose (open_video sets it)
     _info: VideoInfo  # set by each backend's __init__
     _timestamps: np.ndarray
 
@@ -187,6 +188,7 @@ class PyAVSource(FrameSource):
             with av.open(self.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
+                stream.thread_count = self.threads
                 for position, frame in enumerate(container.decode(stream)):
                     while target is not None and target == position:
                         last = self._to_array(frame)
@@ -213,8 +215,8 @@ def check_readable(path: str) -> None:
         raise DecodeError("empty file (0 bytes)")
 
 
-def open_video(path: str, short_side: int, decoders: Sequence[str] = DECODERS) -> FrameSource:
-    """Open `path` with the first decoder that can, in the order given.
+def open_video(path: str, short_side: int, decoders: Sequence[str] = DECODERS, threads: int = 0) -> FrameSource:
+    """Open `path` with the first decoder that can, in the order given, decoding with `threads`.
 
     Raises:
         DecodeError: no decoder could open it; the message lists each decoder's reason.
@@ -223,9 +225,12 @@ def open_video(path: str, short_side: int, decoders: Sequence[str] = DECODERS) -
     reasons = []
     for name in decoders:
         try:
-            return source_class(name)(path, short_side)
+            source = source_class(name)(path, short_side)
         except DecodeError as exc:
             reasons.append(f"{name}: {str(exc).replace(path, 'the file').rstrip('.')}")
+            continue
+        source.threads = threads
+        return source
     raise DecodeError("; ".join(reasons))
 
 

@@ -36,6 +36,7 @@ class VideoJob:
     decoders: tuple[str, ...]
     chunk: int = 2  # windows per message: frequent enough that a slow decode never looks stalled
     audio: tuple[int, float] | None = None  # (sample_rate, patch_seconds) when sound is wanted
+    threads: int = 0  # decoding threads; 0 lets the decoder choose
 
 
 def stream_windows(source: FrameSource, plan: WindowPlan, size: tuple[int, int], chunk: int) -> Iterator[tuple]:
@@ -78,7 +79,7 @@ def decode_windows(job: VideoJob) -> Iterator[tuple]:
         return
     for name in job.decoders:
         try:
-            source = open_video(job.path, job.short_side, (name,))
+            source = open_video(job.path, job.short_side, (name,), job.threads)
         except DecodeError as exc:
             reasons.append(str(exc))
             continue

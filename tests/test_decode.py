@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from synthetic import write_video
-from tagger.decode import PyAVSource, centre_crop, scaled_size
+from tagger.decode import PyAVSource, centre_crop, open_video, scaled_size
 
 
 def _ramp(t: float) -> tuple:
@@ -36,6 +36,18 @@ def test_pyav_sparse_reads_match_sequential_decoding(long_gop_video):
     wanted = [0, 1, 37, 120, 121, 249, 250, 251, 299]
     for index, frame in source.read(wanted):
         assert np.array_equal(frame, truth[index]), f"frame {index} differs"
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_decoding_threads_give_the_same_frames(long_gop_video, threads):
+    source = open_video(str(long_gop_video), 64, ("pyav",), threads=threads)
+    assert source.threads == threads
+    size = scaled_size(source.info.width, source.info.height, 64)
+    truth = _sequential(long_gop_video, size)
+    wanted = [0, 37, 121, 250, 299]
+    assert [index for index, _ in source.read(wanted)] == wanted
+    for index, frame in source.read(wanted):
+        assert np.array_equal(frame, truth[index]), f"frame {index} differs with {threads} threads"
 
 
 def test_timestamps_start_at_zero_and_ascend(long_gop_video):

@@ -34,8 +34,9 @@ def archive(tmp_path_factory) -> Path:
 
 
 def _command(root, db, model, *extra):
+    # One slow decoder process paces the scan (about 5 s in all), so kills land mid-scan.
     return [sys.executable, "-m", "tagger.cli", "scan", str(root), "--db", str(db), "--model", str(model), "-q",
-            "--decoders", "fake_decoders:SlowSource", *extra]
+            "--decoders", "fake_decoders:SlowSource", "--workers", "1", *extra]
 
 
 def _env():
@@ -57,6 +58,14 @@ def _snapshot(db) -> dict:
         }
 
 
+def _stored_count(db) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return conn.execute("select count(*) from videos").fetchone()[0]
+    except sqlite3.Error:
+        return 0  # the scan has not created the schema yet
+
+
 def _integrity(db) -> str:
     with sqlite3.connect(db) as conn:
         return conn.execute("pragma integrity_check").fetchone()[0]
@@ -76,7 +85,9 @@ def reference(archive, colour_model, tmp_path_factory) -> dict:
 def test_ctrl_c_stops_cleanly_and_the_next_scan_resumes(archive, colour_model, reference, tmp_path):
     db = tmp_path / "t.db"
     scan = subprocess.Popen(_command(archive, db, colour_model), env=_env(), stderr=subprocess.PIPE, text=True)
-    time.sleep(2.5)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (db.exists() and _stored_count(db)):
+        time.sleep(0.1)  # interrupt once the first video is stored, while the rest are in flight
     scan.send_signal(signal.SIGINT)
     _, stderr = scan.communicate(timeout=60)
     assert scan.returncode == 130

@@ -11,6 +11,7 @@ import pytest
 
 from synthetic import BLUE, GREEN, GREY, RED, solid, timeline, write_video
 from tagger.cli import app
+from tagger.pipeline import Scanner
 
 EPS = 1e-6
 
@@ -225,3 +226,18 @@ def test_shared_clips_are_all_tagged(shared_data, colour_model, tmp_path, runner
         assert duration > 0 and frames > 0, path
         (count,) = _rows(db, "select count(*) from windows w join videos v on v.id = w.video_id where v.path = ?", path)[0]
         assert count >= 1
+
+
+@pytest.mark.parametrize(("cores", "busy", "idle", "queued", "threads"), [
+    (2, 0, 2, 10, 1),  # a queue that keeps both decoders busy: one thread each
+    (2, 1, 1, 0, 1),  # the last video starts beside another
+    (2, 0, 1, 0, 2),  # a lone video gets both cores
+    (8, 0, 8, 2, 2),  # three videos on 8 cores
+    (1, 0, 1, 0, 1),
+])
+def test_decoder_threads_share_the_cores(monkeypatch, cores, busy, idle, queued, threads):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    workers = [SimpleNamespace(job=7)] * busy + [SimpleNamespace(job=None)] * idle
+    assert Scanner._decoder_threads(workers, queued) == threads
