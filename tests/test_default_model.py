@@ -117,6 +117,13 @@ def test_export_parity_was_checked_on_real_clips_and_is_small(shipped):
     assert train["parity_top1_agreement"] == 1.0
 
 
+def test_shipped_graph_has_its_padding_folded_into_the_convolutions():
+    onnx = pytest.importorskip("onnx")
+    ops = [node.op_type for node in onnx.load(str(default_model_path())).graph.node]
+    assert ops.count("Conv") == 49  # Lite0's stem, 16 blocks and head
+    assert "Pad" not in ops  # separate Pad nodes took a third of the CPU time before exports were simplified
+
+
 def test_onnx_matches_torch_and_outputs_probabilities(shipped):
     torch = pytest.importorskip("torch")
     from training.build_default import ImageNetTagModel

@@ -1,0 +1,129 @@
+"""Would an INT8 default model keep the default model's tags? Quantise it and compare, clip by clip.
+
+    python bench/int8_trial.py [--out bench/int8_trial.json]
+
+Quantises `exports/default.onnx` with onnxruntime's static QDQ quantiser (per-channel int8
+weights, reduced to 7 bits so CPUs without VNNI cannot saturate, uint8 activations, Conv and
+Clip quantised, stem and head convolutions kept in float), calibrated on the windows of the
+even-numbered shared clips only, then scores every shared clip the way `tagger scan` does with
+both models and reports: the largest score difference on calibration and held-out clips, how many
+(window, label) threshold decisions flip, whether each clip's set of tags stays the same, and the
+milliseconds per window of each model. Needs `../shared/data`; writes nothing to `exports/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tagger.model import LoadedModel, load_model
+from tagger.worker import VideoJob, decode_windows
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = ROOT.parent / "shared" / "data" / "clips"
+
+
+def scan_windows(model: LoadedModel, path: Path) -> np.ndarray:
+    """The uint8 windows `tagger scan` feeds the model for one video, (N, T, H, W, 3)."""
+    c = model.contract
+    job = VideoJob(0, str(path), c.resize, c.size, c.clip_len, c.frame_interval, None, ("pyav", "decord"), 8)
+    return np.concatenate([m[2] for m in decode_windows(job) if m[0] == "windows"])
+
+
+def quantise(source: Path, target: Path, calibration: list[np.ndarray]) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Windows(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = iter(calibration)
+
+        def get_next(self):
+            window = next(self.left, None)
+            return None if window is None else {"frames": window[None]}
+
+    prepared = target.with_name("prepared.onnx")
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    graph = onnx.load(str(prepared))
+    convs = [node.name for node in graph.graph.node if node.op_type == "Conv"]
+    quantize_static(str(prepared), str(target), Windows(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["Conv", "Clip"], nodes_to_exclude=[convs[0], convs[-1]])
+    quantised, original = onnx.load(str(target)), onnx.load(str(source))
+    del quantised.metadata_props[:]
+    quantised.metadata_props.extend(original.metadata_props)  # same contract: labels, thresholds
+    onnx.save(quantised, str(target))
+
+
+def ms_per_window(model: LoadedModel, windows: np.ndarray, seconds: float = 4.0) -> float:
+    batch = windows[: model.auto_batch_size()]
+    model.scores(batch)
+    began, runs = time.perf_counter(), 0
+    while time.perf_counter() - began < seconds:
+        model.scores(batch)
+        runs += 1
+    return (time.perf_counter() - began) / runs / len(batch) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "exports" / "default.onnx")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("int8_trial.json"))
+    args = parser.parse_args()
+    if not CLIPS.is_dir():
+        raise SystemExit(f"{CLIPS} not found: this comparison needs the shared clips")
+
+    reference = load_model(args.model, "cpu")
+    c = reference.contract
+    clips = sorted(p for p in CLIPS.iterdir() if p.is_file())
+    windows = [scan_windows(reference, clip) for clip in clips]
+    calibration = [w for i, clip_windows in enumerate(windows) if i % 2 == 0 for w in clip_windows]
+    thresholds = np.array([c.thresholds.get(label, np.inf) for label in c.labels])
+    tags_only = np.array([label != c.background for label in c.labels])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        int8_path = Path(tmp) / "default_int8.onnx"
+        quantise(args.model, int8_path, calibration)
+        int8 = load_model(int8_path, "cpu")
+        rows, flips, decisions = [], 0, 0
+        for i, (clip, clip_windows) in enumerate(zip(clips, windows)):
+            a, b = reference.scores(clip_windows), int8.scores(clip_windows)
+            hit_a, hit_b = (a >= thresholds) & tags_only, (b >= thresholds) & tags_only
+            flips += int((hit_a != hit_b).sum())
+            decisions += hit_a.size
+            rows.append({"clip": clip.name, "calibration": i % 2 == 0,
+                         "max_abs_diff": float(np.abs(a - b)[:, tags_only].max()),
+                         "tags": sorted(c.labels[j] for j in np.flatnonzero(hit_a.any(0))),
+                         "int8_tags": sorted(c.labels[j] for j in np.flatnonzero(hit_b.any(0)))})
+        speed = {"float32": ms_per_window(reference, windows[0]), "int8": ms_per_window(int8, windows[0])}
+        size_mb = int8_path.stat().st_size / 1e6
+
+    held_out = [r for r in rows if not r["calibration"]]
+    results = {
+        "ms_per_window": speed, "int8_mb": size_mb,
+        "max_abs_diff_calibration_clips": max(r["max_abs_diff"] for r in rows if r["calibration"]),
+        "max_abs_diff_held_out_clips": max(r["max_abs_diff"] for r in held_out),
+        "window_decisions_flipped": flips, "window_decisions": decisions,
+        "clips_with_same_tags": sum(r["tags"] == r["int8_tags"] for r in rows), "clips": len(rows),
+        "per_clip": rows,
+    }
+    for r in rows:
+        same = "same tags" if r["tags"] == r["int8_tags"] else f"tags {r['tags']} -> {r['int8_tags']}"
+        print(f"{'calib' if r['calibration'] else 'held '}  {r['clip']:<48} max |diff| {r['max_abs_diff']:.3f}  {same}")
+    print(f"\nms per window: float32 {speed['float32']:.1f}, int8 {speed['int8']:.1f} "
+          f"({speed['float32'] / speed['int8']:.2f}x); int8 file {size_mb:.1f} MB")
+    print(f"max |diff|: calibration clips {results['max_abs_diff_calibration_clips']:.3f}, "
+          f"held-out clips {results['max_abs_diff_held_out_clips']:.3f}; window decisions flipped "
+          f"{flips} of {decisions}; clips with the same tags {results['clips_with_same_tags']}/{len(rows)}")
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"results written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
