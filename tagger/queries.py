@@ -14,6 +14,7 @@ from tagger.store import models, segments, videos, windows
 
 ORDERS = ("path", "score", "time")
 SOURCES = ("video", "audio", "both")
+WINDOW_ROWS_PER_FETCH = 2000  # window rows held at once while streaming them
 
 
 @dataclass(frozen=True)
@@ -104,19 +105,29 @@ def select_segments(conn: sa.Connection, query: SegmentQuery) -> list[sa.Row]:
     return list(conn.execute(stmt))
 
 
-def select_windows(conn: sa.Connection, query: SegmentQuery) -> list[sa.Row]:
-    """Stored window scores with each video's model labels, in video then time order."""
+def select_windows(conn: sa.Connection, query: SegmentQuery) -> sa.CursorResult:
+    """Stored window scores in video then time order, streamed: iterate while `conn` is open.
+
+    Rows carry `model_id`; look the labels up in `select_models` rather than reading them again
+    for every window (an archive holds millions of windows).
+    """
     stmt = (
         sa.select(
             videos.c.id.label("video_id"), videos.c.path, windows.c.start, windows.c.end, windows.c.scores,
-            models.c.name.label("model"), models.c.labels, models.c.meta,
+            windows.c.model_id, models.c.name.label("model"),
             videos.c.duration.label("video_duration"), videos.c.fps,
         )
         .join(videos, videos.c.id == windows.c.video_id)
         .join(models, models.c.id == windows.c.model_id)
     )
     stmt = _video_filters(stmt, query, conn.dialect.name)
-    return list(conn.execute(stmt.order_by(videos.c.path, windows.c.start)))
+    return conn.execution_options(yield_per=WINDOW_ROWS_PER_FETCH).execute(
+        stmt.order_by(videos.c.path, windows.c.start))
+
+
+def select_models(conn: sa.Connection) -> dict[int, sa.Row]:
+    """Every stored model by id: name, labels, meta."""
+    return {row.id: row for row in conn.execute(sa.select(models.c.id, models.c.name, models.c.labels, models.c.meta))}
 
 
 def select_label_summary(conn: sa.Connection, query: SegmentQuery) -> list[sa.Row]:

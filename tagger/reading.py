@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from tagger.errors import UsageError
 from tagger.export import segment_record
 from tagger.queries import (
-    ORDERS, SOURCES, SegmentQuery, select_failed, select_label_summary, select_segments, select_video,
-    select_windows,
+    ORDERS, SOURCES, SegmentQuery, select_failed, select_label_summary, select_models, select_segments,
+    select_video, select_windows,
 )
 from tagger.segments import SegmentRules, merge_segments
 from tagger.store import Store, decode_scores
@@ -50,8 +50,9 @@ def segment_records(db: str, query: SegmentQuery, threshold: float | None = None
     with reading(db) as conn:
         if threshold is None:
             return [segment_record(row) for row in select_segments(conn, query)]
-        rows = select_windows(conn, query)
-    records = [segment_record(seg) for seg in _rethreshold(rows, query, threshold, rules)]
+        # One video's windows in memory at a time; only the (far fewer) segments are kept.
+        derived = _rethreshold(select_windows(conn, query), select_models(conn), query, threshold, rules)
+        records = [segment_record(seg) for seg in derived]
     key = {
         "path": lambda r: (r["path"], r["start_s"], r["label"]),
         "score": lambda r: (-r["score"], r["path"], r["start_s"]),
@@ -61,16 +62,20 @@ def segment_records(db: str, query: SegmentQuery, threshold: float | None = None
     return records[: query.limit] if query.limit else records
 
 
-def _rethreshold(rows, query: SegmentQuery, threshold: float, rules: SegmentRules) -> Iterator[SimpleNamespace]:
-    """Vision evidence only: a video's audio windows (another model) are left out of the re-derivation."""
+def _rethreshold(rows, known: dict, query: SegmentQuery, threshold: float,
+                 rules: SegmentRules) -> Iterator[SimpleNamespace]:
+    """Vision evidence only: a video's audio windows (another model) are left out of the re-derivation.
+
+    `rows` come from `select_windows` (video, then time order), `known` from `select_models`.
+    """
     if query.source not in (None, "video"):
         return
-    seen = [r for r in rows if r.meta.get("tagger.kind", "video") == "video"]
-    for _, group in groupby(seen, key=lambda r: (r.video_id, r.model)):
+    seen = (r for r in rows if known[r.model_id].meta.get("tagger.kind", "video") == "video")
+    for _, group in groupby(seen, key=lambda r: (r.video_id, r.model_id)):
         group = list(group)
-        first = group[0]
-        background = first.meta.get("tagger.background") or None
-        labels = list(first.labels)
+        first, model = group[0], known[group[0].model_id]
+        background = model.meta.get("tagger.background") or None
+        labels = list(model.labels)
         wanted = {label: threshold for label in labels
                   if label != background and (not query.labels or label in query.labels)}
         scores = np.stack([decode_scores(r.scores) for r in group])
@@ -102,14 +107,14 @@ WINDOW_FIELDS = ("path", "model", "start_s", "end_s", "label", "score")
 def window_records(db: str, query: SegmentQuery) -> Iterator[dict]:
     """Raw window scores, one record per window and label (long format: any model's labels fit)."""
     check_query(query)
-    with reading(db) as conn:
-        rows = select_windows(conn, query)
-    for row in rows:
-        for label, score in zip(row.labels, decode_scores(row.scores)):
-            if query.labels and label not in query.labels:
-                continue
-            yield {"path": row.path, "model": row.model, "start_s": round(row.start, 3), "end_s": round(row.end, 3),
-                   "label": label, "score": round(float(score), 4)}
+    with reading(db) as conn:  # open while the caller consumes the records: windows are streamed
+        known = select_models(conn)
+        for row in select_windows(conn, query):
+            for label, score in zip(known[row.model_id].labels, decode_scores(row.scores)):
+                if query.labels and label not in query.labels:
+                    continue
+                yield {"path": row.path, "model": row.model, "start_s": round(row.start, 3), "end_s": round(row.end, 3),
+                       "label": label, "score": round(float(score), 4)}
 
 
 def video_timeline(db: str, path: str) -> tuple[sa.Row, list[dict], list[sa.Row]]:
@@ -125,7 +130,7 @@ def video_timeline(db: str, path: str) -> tuple[sa.Row, list[dict], list[sa.Row]
             raise UsageError(f"{path} is not in the database: scan it first (tagger scan {path})")
         exact = SegmentQuery(exact_path=video.path, order="time")
         segs = [segment_record(r) for r in select_segments(conn, exact)]
-        wins = select_windows(conn, exact)
+        wins = list(select_windows(conn, exact))
     return video, segs, wins
 
 
