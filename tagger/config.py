@@ -6,8 +6,9 @@ default (the user data directory; the model shipped in `tagger.exports`).
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tagger.decode import DECODERS
@@ -69,3 +70,13 @@ class ScanSettings:
     streams: str = "both"  # "both": vision and sound when an audio model is there; "video": vision only
     audio_model: str | None = None  # None: the shipped audio model, if installed
     fusion: FusionRules = field(default_factory=FusionRules)
+
+    def tagging_key(self) -> str:
+        """The settings that shape a video's stored tags besides the file and the models, as JSON:
+        `windows`, what is decoded and scored, and `segments`, how the stored scores become
+        segments. A scan with other `windows` decodes a stored video again; one with other
+        `segments` only re-derives its segments from the stored window scores."""
+        return json.dumps({
+            "windows": {"hop": self.hop, "streams": self.streams},
+            "segments": {"threshold": self.threshold, **asdict(self.segment_rules), "fusion": asdict(self.fusion)},
+        }, sort_keys=True)

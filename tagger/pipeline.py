@@ -10,6 +10,7 @@ scan resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import time
@@ -123,6 +124,7 @@ class Scanner:
     def __init__(self, settings: ScanSettings, store: Store, model: LoadedModel, progress: ScanProgress,
                  audio_model: LoadedModel | None = None):
         self.settings, self.store, self.model, self.progress = settings, store, model, progress
+        self.tagging_key = settings.tagging_key()
         contract = model.contract
         self.thresholds = {
             label: settings.threshold if settings.threshold is not None else contract.threshold_for(label)
@@ -150,13 +152,17 @@ class Scanner:
         began = time.monotonic()
         found = find_videos(paths, self.settings.discovery)
         known = {} if self.settings.force else self.store.known_videos()
-        todo = [v for v in found if known.get(v.path) != (v.size, v.mtime_ns, self.model_id, "ok")]
-        self.summary.found, self.summary.skipped = len(found), len(found) - len(todo)
+        states = {video.path: self._stored_state(video, known.get(video.path)) for video in found}
+        todo = [video for video in found if states[video.path] == "tag"]
+        resegment = [video for video in found if states[video.path] == "segments"]
+        self.summary.found = len(found)
+        self.summary.skipped = len(found) - len(todo) - len(resegment)
         options = {k: v for k, v in asdict(self.settings).items() if k != "db"}
         self.summary.scan_id = self.store.start_scan(list(paths), self.model_id, options)
-        self.progress.start(len(todo), self.summary.skipped)
         status = "interrupted"
         try:
+            todo += [video for video in resegment if not self._resegment(video)]
+            self.progress.start(len(todo), self.summary.skipped)
             self._process(todo)
             status = "finished"
         finally:
@@ -166,6 +172,48 @@ class Scanner:
                       "failed": len(self.summary.failed), "segments": self.summary.segments}
             self.store.finish_scan(self.summary.scan_id, status, counts)
         return self.summary
+
+    def _stored_state(self, video: FoundVideo, stored: tuple | None) -> str:
+        """What `video` needs: "current" (nothing), "segments" (only the segment settings changed:
+        re-derive its segments from the stored window scores, no decoding) or "tag" (decode and
+        score it).
+
+        Videos stored by schema 1 have no recorded settings: they count as current (re-tagging a
+        whole archive on upgrade would be costly); --force re-tags them.
+        """
+        if stored is None:
+            return "tag"
+        size, mtime_ns, model_id, status, settings = stored
+        if (size, mtime_ns, model_id, status) != (video.size, video.mtime_ns, self.model_id, "ok"):
+            return "tag"
+        if settings is None or settings == self.tagging_key:
+            return "current"
+        try:
+            same_windows = json.loads(settings).get("windows") == json.loads(self.tagging_key)["windows"]
+        except (ValueError, AttributeError):
+            same_windows = False
+        return "segments" if same_windows else "tag"
+
+    def _resegment(self, found: FoundVideo) -> bool:
+        """New segments for a stored video from its stored window scores; False if it must be decoded."""
+        video_model, audio_model = self.window_model_ids["video"], self.window_model_ids.get("audio")
+
+        def derive(by_model: dict) -> list | None:
+            if video_model not in by_model:
+                return None
+            starts, ends, scores = by_model[video_model]
+            heard = by_model[audio_model][2] if audio_model in by_model else None
+            return fuse_segments(scores, heard, starts, ends, self.model.contract.labels, self.thresholds,
+                                 self.audio.contract if heard is not None else None,
+                                 self.settings.segment_rules, self.settings.fusion)
+
+        derived = self.store.resegment(found.path, (found.size, found.mtime_ns, self.model_id), derive,
+                                       self.tagging_key)
+        if derived is None:
+            return False
+        self.summary.tagged += 1
+        self.summary.segments += len(derived)
+        return True
 
     def _job(self, job_id: int, video: FoundVideo, threads: int) -> VideoJob:
         c = self.model.contract
@@ -293,7 +341,7 @@ class Scanner:
             status="ok", decoder=info["decoder"], duration=info["duration"], fps=info["fps"], frames=info["frames"],
             width=info["width"], height=info["height"], window_starts=video.starts, window_ends=video.ends,
             window_scores={self.window_model_ids[name]: scores for name, scores in video.scores.items()},
-            segments=segments, error=f"sound not used: {video.audio_note}" if self.audio and video.audio_note
+            segments=segments, settings=self.tagging_key, error=f"sound not used: {video.audio_note}" if self.audio and video.audio_note
             and video.audio_note != "no audio stream" else None,
         ), self.model_id)
         self.summary.tagged += 1

@@ -8,9 +8,10 @@ All statements use bound parameters; no SQL is built from user text.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,11 @@ from sqlalchemy import event
 
 from tagger.errors import DatabaseError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Statements that bring a database from the version before each key up to it, in order.
+MIGRATIONS = {
+    2: ["ALTER TABLE videos ADD COLUMN settings VARCHAR"],  # tagging settings of each video's scan
+}
 metadata = sa.MetaData()
 
 meta_table = sa.Table(
@@ -52,6 +57,9 @@ videos = sa.Table(
     sa.Column("decoder", sa.String(16)),
     sa.Column("scanned_at", sa.Float, nullable=False),
     sa.Column("model_id", sa.ForeignKey("models.id")),
+    # The settings its tags were made with (ScanSettings.tagging_key, JSON); NULL when stored by
+    # schema 1, before they were recorded.
+    sa.Column("settings", sa.String),
 )
 windows = sa.Table(
     "windows",
@@ -111,6 +119,7 @@ class VideoResult:
     window_ends: np.ndarray | None = None  # (W,)
     window_scores: dict[int, np.ndarray] | None = None  # model id -> (W, K): video, and audio if heard
     segments: Sequence = ()  # tagger.segments.Segment
+    settings: str | None = None  # ScanSettings.tagging_key of the scan that made the tags
 
 
 def database_url(target: str) -> str:
@@ -141,13 +150,13 @@ class Store:
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(f"cannot use database {target}: {_reason(exc)}; pass another --db") from exc
 
-    def _check_version(self, conn: sa.Connection) -> bool:
-        """True when the tagger schema is there; DatabaseError when it is foreign or newer."""
+    def _check_version(self, conn: sa.Connection) -> int:
+        """The schema version found (0: an empty database); DatabaseError when foreign or newer."""
         existing = sa.inspect(conn).get_table_names()
         if "meta" not in existing:
             if existing:
                 raise DatabaseError(f"database {self.target} holds other tables, not tagger's: pass another --db")
-            return False
+            return 0
         row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version"))
         found = int(row.scalar_one_or_none() or 0)
         if found > SCHEMA_VERSION:
@@ -155,17 +164,22 @@ class Store:
                 f"database {self.target} has schema version {found}, newer than this tagger's "
                 f"{SCHEMA_VERSION}: upgrade tagger or pass another --db"
             )
-        return True
+        return found
 
     def _prepare_schema(self, create: bool) -> None:
-        if not create:  # readers never take the write lock: they run beside a scan under WAL
+        if not create:  # readers never take the write lock (they run beside a scan under WAL) ...
             with self.read() as conn:
-                if not self._check_version(conn):
-                    raise DatabaseError(f"{self.target} holds no tagger tables yet: run `tagger scan` first")
-            return
-        with self.write() as conn:
-            self._check_version(conn)
-            metadata.create_all(conn)
+                found = self._check_version(conn)
+            if not found:
+                raise DatabaseError(f"{self.target} holds no tagger tables yet: run `tagger scan` first")
+            if found == SCHEMA_VERSION:
+                return
+        with self.write() as conn:  # ... except once, to bring an older database up to date
+            found = self._check_version(conn)
+            metadata.create_all(conn)  # a new database whole; an older one gets only missing tables
+            for version in range(found + 1, SCHEMA_VERSION + 1) if found else ():
+                for statement in MIGRATIONS[version]:
+                    conn.exec_driver_sql(statement)
             conn.execute(sa.delete(meta_table).where(meta_table.c.key == "schema_version"))
             conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
 
@@ -193,11 +207,13 @@ class Store:
                 sa.insert(models).values(sha256=sha256, name=name, labels=list(labels), meta=meta)
             ).inserted_primary_key[0]
 
-    def known_videos(self) -> dict[str, tuple[int, int, int | None, str]]:
-        """path -> (size, mtime_ns, model_id, status) for every stored video."""
-        query = sa.select(videos.c.path, videos.c.size, videos.c.mtime_ns, videos.c.model_id, videos.c.status)
+    def known_videos(self) -> dict[str, tuple[int, int, int | None, str, str | None]]:
+        """path -> (size, mtime_ns, model_id, status, settings) for every stored video."""
+        query = sa.select(videos.c.path, videos.c.size, videos.c.mtime_ns, videos.c.model_id, videos.c.status,
+                          videos.c.settings)
         with self.read() as conn:
-            return {row.path: (row.size, row.mtime_ns, row.model_id, row.status) for row in conn.execute(query)}
+            return {row.path: (row.size, row.mtime_ns, row.model_id, row.status, row.settings)
+                    for row in conn.execute(query)}
 
     def save_video(self, result: VideoResult, model_id: int) -> None:
         """Replace everything stored for `result.path` in one transaction.
@@ -218,7 +234,7 @@ class Store:
             if not keep_old_tags:
                 values.update(
                     decoder=result.decoder, duration=result.duration, fps=result.fps, frames=result.frames,
-                    width=result.width, height=result.height,
+                    width=result.width, height=result.height, settings=result.settings,
                 )
             if old is None:
                 video_id = conn.execute(sa.insert(videos).values(path=result.path, **values)).inserted_primary_key[0]
@@ -234,12 +250,42 @@ class Store:
                      "scores": row.tobytes()}
                     for s, e, row in zip(result.window_starts, result.window_ends, np.asarray(scores, dtype="<f4"))
                 ])
-            if result.status == "ok" and result.segments:
-                conn.execute(sa.insert(segments), [
-                    {"video_id": video_id, "model_id": model_id, "label": seg.label, "start": seg.start, "end": seg.end,
-                     "score": seg.score, "max_score": seg.max_score, "source": seg.source}
-                    for seg in result.segments
-                ])
+            if result.status == "ok":
+                _insert_segments(conn, video_id, model_id, result.segments)
+
+    def resegment(self, path: str, expect: tuple[int, int, int], derive: Callable[[dict], list | None],
+                  settings: str) -> list | None:
+        """Replace one video's segments with new ones derived from its stored window scores.
+
+        In one transaction: `derive({model_id: (starts, ends, scores (W, K))})` gets the video's
+        windows and returns its segments; they replace the stored ones and `settings` is recorded.
+        Returns the segments, or None with nothing written when the video is no longer stored as
+        tagged with `expect` = (size, mtime_ns, model_id) or `derive` returns None.
+        """
+        with self.write() as conn:
+            row = conn.execute(
+                sa.select(videos.c.id, videos.c.size, videos.c.mtime_ns, videos.c.model_id, videos.c.status)
+                .where(videos.c.path == path)
+            ).one_or_none()
+            if row is None or (row.size, row.mtime_ns, row.model_id, row.status) != (*expect, "ok"):
+                return None
+            stored = conn.execute(
+                sa.select(windows.c.model_id, windows.c.start, windows.c.end, windows.c.scores)
+                .where(windows.c.video_id == row.id).order_by(windows.c.model_id, windows.c.start)
+            ).all()
+            by_model = {}
+            for window_model, group in groupby(stored, key=lambda w: w.model_id):
+                group = list(group)
+                by_model[window_model] = (np.array([w.start for w in group]), np.array([w.end for w in group]),
+                                          np.stack([decode_scores(w.scores) for w in group]))
+            derived = derive(by_model)
+            if derived is None:
+                return None
+            conn.execute(sa.delete(segments).where(segments.c.video_id == row.id))
+            _insert_segments(conn, row.id, row.model_id, derived)
+            conn.execute(sa.update(videos).where(videos.c.id == row.id).values(settings=settings,
+                                                                               scanned_at=time.time()))
+            return derived
 
     def start_scan(self, roots: Sequence[str], model_id: int, options: dict) -> int:
         """Record that a scan began; returns its id."""
@@ -257,6 +303,15 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _insert_segments(conn: sa.Connection, video_id: int, model_id: int, found: Sequence) -> None:
+    if found:
+        conn.execute(sa.insert(segments), [
+            {"video_id": video_id, "model_id": model_id, "label": seg.label, "start": seg.start, "end": seg.end,
+             "score": seg.score, "max_score": seg.max_score, "source": seg.source}
+            for seg in found
+        ])
 
 
 def decode_scores(blob: bytes) -> np.ndarray:

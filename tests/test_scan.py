@@ -194,6 +194,39 @@ def test_threshold_and_min_duration_flags(red_grey_blue_video, colour_model, tmp
     assert _rows(db2, "select label, start, end from segments") == [("Blue", 6.0, 10.0)]
 
 
+def test_changed_settings_retag_on_the_next_scan(red_grey_blue_video, colour_model, tmp_path, runner):
+    db = tmp_path / "tags.db"
+    _, summary = _scan(runner, red_grey_blue_video, "--db", db, "--model", colour_model)
+    assert summary["tagged"] == 1
+    assert {label for (label,) in _rows(db, "select label from segments")} == {"Red", "Blue"}
+    stored = json.loads(_rows(db, "select settings from videos")[0][0])
+    assert stored["segments"]["threshold"] is None and stored["segments"]["max_gap"] == 1
+    windows = _rows(db, "select start, end, scores from windows order by start")
+
+    # Another threshold: segments re-derived from the stored scores, no decoder needed.
+    result, summary = _scan(runner, red_grey_blue_video, "--db", db, "--model", colour_model, "--threshold", "0.3",
+                            "--decoders", "fake_decoders:UnopenableSource")
+    assert result.exit_code == 0, result.output
+    assert (summary["tagged"], summary["skipped"], summary["failed"]) == (1, 0, [])
+    assert {label for (label,) in _rows(db, "select label from segments")} == {"Red", "Green", "Blue"}
+    assert _rows(db, "select start, end, scores from windows order by start") == windows
+    assert json.loads(_rows(db, "select settings from videos")[0][0])["segments"]["threshold"] == 0.3
+    fresh = tmp_path / "fresh.db"  # the same as a first scan with that threshold
+    _scan(runner, red_grey_blue_video, "--db", fresh, "--model", colour_model, "--threshold", "0.3")
+    segments_sql = "select label, start, end, round(score, 6), round(max_score, 6) from segments order by label, start"
+    assert _rows(db, segments_sql) == _rows(fresh, segments_sql)
+
+    _, summary = _scan(runner, red_grey_blue_video, "--db", db, "--model", colour_model, "--threshold", "0.3",
+                       "--workers", "1", "--batch-size", "3")  # how a scan runs is not what it stores
+    assert (summary["tagged"], summary["skipped"]) == (0, 1)
+
+    # Another hop changes the windows themselves: decoded again.
+    _, summary = _scan(runner, red_grey_blue_video, "--db", db, "--model", colour_model, "--threshold", "0.3",
+                       "--hop", "0.5")
+    assert summary["tagged"] == 1
+    assert _rows(db, "select count(*) from windows") == [(19,)]
+
+
 def test_env_vars_pick_database_and_model(red_grey_blue_video, colour_model, tmp_path, runner, monkeypatch):
     monkeypatch.setenv("TAGGER_DB", str(tmp_path / "env.db"))
     monkeypatch.setenv("TAGGER_MODEL", str(colour_model))

@@ -1,0 +1,52 @@
+"""A database written by an older tagger is brought up to date in place, keeping every row."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from tagger.cli import app
+from tagger.store import SCHEMA_VERSION
+
+
+def _rows(db, sql):
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _as_schema_1(db) -> None:
+    """Turn a fresh database into what tagger wrote with schema 1: no videos.settings column."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE videos DROP COLUMN settings")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+
+
+def test_a_schema_1_database_is_migrated_and_keeps_its_tags(red_grey_blue_video, colour_model, tmp_path, runner):
+    db = tmp_path / "old.db"
+    assert runner.invoke(app, ["scan", str(red_grey_blue_video), "--db", str(db), "--model", str(colour_model),
+                               "-q"]).exit_code == 0
+    _as_schema_1(db)
+    segments = _rows(db, "select label, start, end, score from segments order by start")
+    windows = _rows(db, "select start, end, scores from windows order by start")
+    assert "settings" not in {column for _, column, *_ in _rows(db, "pragma table_info(videos)")}
+
+    listed = runner.invoke(app, ["query", "--db", str(db), "--label", "Red", "--label", "Blue", "--format",
+                                "json"])  # a reader migrates too
+    assert listed.exit_code == 0, listed.output
+    assert [(s["label"], s["start_s"], s["end_s"]) for s in json.loads(listed.stdout)] == [
+        (label, start, end) for label, start, end, _ in segments]
+    assert _rows(db, "select value from meta where key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert "settings" in {column for _, column, *_ in _rows(db, "pragma table_info(videos)")}
+    assert _rows(db, "select label, start, end, score from segments order by start") == segments
+    assert _rows(db, "select start, end, scores from windows order by start") == windows
+    assert _rows(db, "select settings from videos") == [(None,)]
+
+    # Tags stored before settings were recorded count as current: no re-tagging a whole archive.
+    again = runner.invoke(app, ["scan", str(red_grey_blue_video), "--db", str(db), "--model", str(colour_model),
+                                "--json"])
+    assert (json.loads(again.stdout)["tagged"], json.loads(again.stdout)["skipped"]) == (0, 1)
+    forced = runner.invoke(app, ["scan", str(red_grey_blue_video), "--db", str(db), "--model", str(colour_model),
+                                 "--force", "-q"])
+    assert forced.exit_code == 0
+    assert json.loads(_rows(db, "select settings from videos")[0][0])["windows"]["streams"] == "both"
+    assert _rows(db, "select label, start, end, score from segments order by start") == segments
