@@ -84,43 +84,45 @@ def main() -> None:
     clips = sorted(p for p in CLIPS.iterdir() if p.is_file())
     windows = [scan_windows(reference, clip) for clip in clips]
     calibration = [w for i, clip_windows in enumerate(windows) if i % 2 == 0 for w in clip_windows]
-    thresholds = np.array([c.thresholds.get(label, np.inf) for label in c.labels])
     tags_only = np.array([label != c.background for label in c.labels])
+    thresholds = np.array([c.threshold_for(label) if tag else np.inf for label, tag in zip(c.labels, tags_only)])
 
     with tempfile.TemporaryDirectory() as tmp:
         int8_path = Path(tmp) / "default_int8.onnx"
         quantise(args.model, int8_path, calibration)
         int8 = load_model(int8_path, "cpu")
-        rows, flips, decisions = [], 0, 0
+        rows = []
         for i, (clip, clip_windows) in enumerate(zip(clips, windows)):
-            a, b = reference.scores(clip_windows), int8.scores(clip_windows)
-            hit_a, hit_b = (a >= thresholds) & tags_only, (b >= thresholds) & tags_only
-            flips += int((hit_a != hit_b).sum())
-            decisions += hit_a.size
+            a, b = reference.scores(clip_windows)[:, tags_only], int8.scores(clip_windows)[:, tags_only]
+            hit_a, hit_b = a >= thresholds[tags_only], b >= thresholds[tags_only]
+            tag_labels = [label for label, tag in zip(c.labels, tags_only) if tag]
             rows.append({"clip": clip.name, "calibration": i % 2 == 0,
-                         "max_abs_diff": float(np.abs(a - b)[:, tags_only].max()),
-                         "tags": sorted(c.labels[j] for j in np.flatnonzero(hit_a.any(0))),
-                         "int8_tags": sorted(c.labels[j] for j in np.flatnonzero(hit_b.any(0)))})
+                         "max_abs_diff": float(np.abs(a - b).max()),
+                         "decisions": int(hit_a.size), "flipped": int((hit_a != hit_b).sum()),
+                         "tags": sorted(tag_labels[j] for j in np.flatnonzero(hit_a.any(0))),
+                         "int8_tags": sorted(tag_labels[j] for j in np.flatnonzero(hit_b.any(0)))})
         speed = {"float32": ms_per_window(reference, windows[0]), "int8": ms_per_window(int8, windows[0])}
         size_mb = int8_path.stat().st_size / 1e6
 
-    held_out = [r for r in rows if not r["calibration"]]
-    results = {
-        "ms_per_window": speed, "int8_mb": size_mb,
-        "max_abs_diff_calibration_clips": max(r["max_abs_diff"] for r in rows if r["calibration"]),
-        "max_abs_diff_held_out_clips": max(r["max_abs_diff"] for r in held_out),
-        "window_decisions_flipped": flips, "window_decisions": decisions,
-        "clips_with_same_tags": sum(r["tags"] == r["int8_tags"] for r in rows), "clips": len(rows),
-        "per_clip": rows,
-    }
+    results = {"ms_per_window": speed, "int8_mb": size_mb, "per_clip": rows}
+    for part, chosen in [("calibration", [r for r in rows if r["calibration"]]),
+                         ("held_out", [r for r in rows if not r["calibration"]])]:
+        results[part] = {
+            "clips": len(chosen), "clips_with_same_tags": sum(r["tags"] == r["int8_tags"] for r in chosen),
+            "max_abs_diff": max(r["max_abs_diff"] for r in chosen),
+            "window_decisions": sum(r["decisions"] for r in chosen),
+            "window_decisions_flipped": sum(r["flipped"] for r in chosen),
+        }
     for r in rows:
         same = "same tags" if r["tags"] == r["int8_tags"] else f"tags {r['tags']} -> {r['int8_tags']}"
-        print(f"{'calib' if r['calibration'] else 'held '}  {r['clip']:<48} max |diff| {r['max_abs_diff']:.3f}  {same}")
+        print(f"{'calib' if r['calibration'] else 'held '}  {r['clip']:<48} max |diff| {r['max_abs_diff']:.3f}  "
+              f"flipped {r['flipped']:>2} of {r['decisions']:>3}  {same}")
     print(f"\nms per window: float32 {speed['float32']:.1f}, int8 {speed['int8']:.1f} "
           f"({speed['float32'] / speed['int8']:.2f}x); int8 file {size_mb:.1f} MB")
-    print(f"max |diff|: calibration clips {results['max_abs_diff_calibration_clips']:.3f}, "
-          f"held-out clips {results['max_abs_diff_held_out_clips']:.3f}; window decisions flipped "
-          f"{flips} of {decisions}; clips with the same tags {results['clips_with_same_tags']}/{len(rows)}")
+    for part in ("calibration", "held_out"):
+        p = results[part]
+        print(f"{part} clips: same tags {p['clips_with_same_tags']}/{p['clips']}, max |diff| {p['max_abs_diff']:.3f}, "
+              f"window decisions flipped {p['window_decisions_flipped']} of {p['window_decisions']}")
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"results written to {args.out}")
 

@@ -160,7 +160,7 @@ def naive_loop(model, plans, plain_session: bool) -> float:
 
     c = model.contract
     if plain_session:
-        session = ort.InferenceSession(str(model.path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(model.path), providers=model.providers)  # the scan's device
         name = session.get_inputs()[0].name
 
         def score(clip: np.ndarray) -> None:
@@ -234,6 +234,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scan_s, peak, summary = tagger_scan(args.corpus, Path(tmp) / "bench.db", args.model)
     cold_s = cold_start(args.model)
+    if summary["tagged"] != len(videos):
+        raise SystemExit(f"tagger scan tagged {summary['tagged']} of {len(videos)} videos: its time means nothing")
 
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",

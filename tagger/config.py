@@ -44,10 +44,22 @@ def resolve_audio_model(flag: str | None) -> str | None:
     return flag or os.environ.get(ENV_AUDIO_MODEL) or None
 
 
+MAX_DEFAULT_WORKERS = 8  # each decoder process holds 50-80 MB; beyond 8, give them threads instead
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (CPU affinity, e.g. taskset or a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def default_workers() -> int:
-    """Decoder processes: one per core. Each decodes with one thread while others are busy (see
-    Scanner._decoder_threads), and onnxruntime's threads sleep rather than spin while they wait."""
-    return max(1, os.cpu_count() or 1)
+    """Decoder processes: one per core, up to MAX_DEFAULT_WORKERS. Each decodes with its share of
+    the cores (see Scanner._decoder_threads); onnxruntime's threads sleep rather than spin while
+    they wait for it."""
+    return min(usable_cores(), MAX_DEFAULT_WORKERS)
 
 
 @dataclass(frozen=True)

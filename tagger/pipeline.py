@@ -21,7 +21,7 @@ from multiprocessing.connection import wait
 
 import numpy as np
 
-from tagger.config import ScanSettings
+from tagger.config import ScanSettings, usable_cores
 from tagger.discover import FoundVideo, find_videos, fingerprint
 from tagger.errors import ModelError
 from tagger.fusion import fuse_segments
@@ -161,7 +161,7 @@ class Scanner:
         self.summary.scan_id = self.store.start_scan(list(paths), self.model_id, options)
         status = "interrupted"
         try:
-            todo += [video for video in resegment if not self._resegment(video)]
+            todo += [video for video in resegment if not self._resegment(video, known[video.path][4])]
             self.progress.start(len(todo), self.summary.skipped)
             self._process(todo)
             status = "finished"
@@ -194,8 +194,9 @@ class Scanner:
             same_windows = False
         return "segments" if same_windows else "tag"
 
-    def _resegment(self, found: FoundVideo) -> bool:
-        """New segments for a stored video from its stored window scores; False if it must be decoded."""
+    def _resegment(self, found: FoundVideo, stored_settings: str) -> bool:
+        """New segments for a stored video from its stored window scores; False if it must be decoded
+        (also when another scan re-tagged it since `stored_settings` were read)."""
         video_model, audio_model = self.window_model_ids["video"], self.window_model_ids.get("audio")
 
         def derive(by_model: dict) -> list | None:
@@ -207,8 +208,8 @@ class Scanner:
                                  self.audio.contract if heard is not None else None,
                                  self.settings.segment_rules, self.settings.fusion)
 
-        derived = self.store.resegment(found.path, (found.size, found.mtime_ns, self.model_id), derive,
-                                       self.tagging_key)
+        derived = self.store.resegment(found.path, (found.size, found.mtime_ns, self.model_id, stored_settings),
+                                       derive, self.tagging_key)
         if derived is None:
             return False
         self.summary.tagged += 1
@@ -229,7 +230,7 @@ class Scanner:
         decoder with two threads. A lone long video gets every core."""
         busy = sum(worker.job is not None for worker in workers)
         concurrent = min(len(workers), busy + 1 + queued)
-        return max(1, (os.cpu_count() or 1) // concurrent)
+        return max(1, usable_cores() // concurrent)
 
     def _process(self, todo: list[FoundVideo]) -> None:
         if not todo:

@@ -121,8 +121,8 @@ def select_windows(conn: sa.Connection, query: SegmentQuery) -> sa.CursorResult:
         .join(models, models.c.id == windows.c.model_id)
     )
     stmt = _video_filters(stmt, query, conn.dialect.name)
-    return conn.execution_options(yield_per=WINDOW_ROWS_PER_FETCH).execute(
-        stmt.order_by(videos.c.path, windows.c.start))
+    return conn.execute(stmt.order_by(videos.c.path, windows.c.start),
+                        execution_options={"yield_per": WINDOW_ROWS_PER_FETCH})
 
 
 def select_models(conn: sa.Connection) -> dict[int, sa.Row]:
@@ -150,11 +150,17 @@ def select_label_summary(conn: sa.Connection, query: SegmentQuery) -> list[sa.Ro
 def select_video(conn: sa.Connection, path: str) -> sa.Row | None:
     """One stored video with its model's name."""
     stmt = (
-        sa.select(videos, models.c.name.label("model"))
+        sa.select(*_stored_columns(conn, videos), models.c.name.label("model"))
         .join(models, models.c.id == videos.c.model_id, isouter=True)
         .where(videos.c.path == path)
     )
     return conn.execute(stmt).one_or_none()
+
+
+def _stored_columns(conn: sa.Connection, table: sa.Table) -> list[sa.Column]:
+    """The columns of `table` this database has: an older one read without migrating lacks some."""
+    present = {column["name"] for column in sa.inspect(conn).get_columns(table.name)}
+    return [column for column in table.c if column.name in present]
 
 
 def select_failed(conn: sa.Connection) -> list[sa.Row]:

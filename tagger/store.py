@@ -21,9 +21,10 @@ from sqlalchemy import event
 from tagger.errors import DatabaseError
 
 SCHEMA_VERSION = 2
-# Statements that bring a database from the version before each key up to it, in order.
+# What brings a database from the version before each key up to it: (table, column, DDL adding
+# it), skipped where the column is there already, so a migration cut short can run again.
 MIGRATIONS = {
-    2: ["ALTER TABLE videos ADD COLUMN settings VARCHAR"],  # tagging settings of each video's scan
+    2: [("videos", "settings", "ALTER TABLE videos ADD COLUMN settings VARCHAR")],  # tagging settings
 }
 metadata = sa.MetaData()
 
@@ -158,7 +159,7 @@ class Store:
                 raise DatabaseError(f"database {self.target} holds other tables, not tagger's: pass another --db")
             return 0
         row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version"))
-        found = int(row.scalar_one_or_none() or 0)
+        found = int(row.scalar_one_or_none() or (1 if "videos" in existing else 0))  # no version row: 1
         if found > SCHEMA_VERSION:
             raise DatabaseError(
                 f"database {self.target} has schema version {found}, newer than this tagger's "
@@ -167,19 +168,30 @@ class Store:
         return found
 
     def _prepare_schema(self, create: bool) -> None:
-        if not create:  # readers never take the write lock (they run beside a scan under WAL) ...
-            with self.read() as conn:
-                found = self._check_version(conn)
-            if not found:
-                raise DatabaseError(f"{self.target} holds no tagger tables yet: run `tagger scan` first")
-            if found == SCHEMA_VERSION:
-                return
-        with self.write() as conn:  # ... except once, to bring an older database up to date
+        if create:
+            self._upgrade()
+            return
+        with self.read() as conn:  # readers never take the write lock: they run beside a scan under WAL
+            found = self._check_version(conn)
+        if not found:
+            raise DatabaseError(f"{self.target} holds no tagger tables yet: run `tagger scan` first")
+        if found < SCHEMA_VERSION:
+            try:
+                self._upgrade()  # once, to bring an older database up to date
+            except sa.exc.SQLAlchemyError:
+                pass  # a database we may only read (read-only file or share): read it as it is
+
+    def _upgrade(self) -> None:
+        """Create the schema in a new database, or migrate an older one, in one transaction."""
+        with self.write() as conn:
+            if conn.dialect.name == "postgresql" and sa.inspect(conn).has_table("meta"):
+                conn.exec_driver_sql("LOCK TABLE meta IN EXCLUSIVE MODE")  # one migrating process at a time
             found = self._check_version(conn)
             metadata.create_all(conn)  # a new database whole; an older one gets only missing tables
             for version in range(found + 1, SCHEMA_VERSION + 1) if found else ():
-                for statement in MIGRATIONS[version]:
-                    conn.exec_driver_sql(statement)
+                for table, column, statement in MIGRATIONS[version]:
+                    if column not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+                        conn.exec_driver_sql(statement)
             conn.execute(sa.delete(meta_table).where(meta_table.c.key == "schema_version"))
             conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
 
@@ -253,21 +265,23 @@ class Store:
             if result.status == "ok":
                 _insert_segments(conn, video_id, model_id, result.segments)
 
-    def resegment(self, path: str, expect: tuple[int, int, int], derive: Callable[[dict], list | None],
+    def resegment(self, path: str, expect: tuple[int, int, int, str], derive: Callable[[dict], list | None],
                   settings: str) -> list | None:
         """Replace one video's segments with new ones derived from its stored window scores.
 
         In one transaction: `derive({model_id: (starts, ends, scores (W, K))})` gets the video's
         windows and returns its segments; they replace the stored ones and `settings` is recorded.
-        Returns the segments, or None with nothing written when the video is no longer stored as
-        tagged with `expect` = (size, mtime_ns, model_id) or `derive` returns None.
+        Returns the segments, or None with nothing written when `derive` returns None or the video
+        is no longer stored as tagged with `expect` = (size, mtime_ns, model_id, settings): another
+        scan may have re-tagged it, with other windows, since the caller looked.
         """
         with self.write() as conn:
             row = conn.execute(
-                sa.select(videos.c.id, videos.c.size, videos.c.mtime_ns, videos.c.model_id, videos.c.status)
+                sa.select(videos.c.id, videos.c.size, videos.c.mtime_ns, videos.c.model_id, videos.c.settings,
+                          videos.c.status)
                 .where(videos.c.path == path)
             ).one_or_none()
-            if row is None or (row.size, row.mtime_ns, row.model_id, row.status) != (*expect, "ok"):
+            if row is None or (row.size, row.mtime_ns, row.model_id, row.settings, row.status) != (*expect, "ok"):
                 return None
             stored = conn.execute(
                 sa.select(windows.c.model_id, windows.c.start, windows.c.end, windows.c.scores)

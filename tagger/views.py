@@ -55,7 +55,7 @@ def render_timeline(console: Console, video, segments: list[dict], windows) -> N
         info.add_row("video", f"{video.width}x{video.height} at {video.fps:.3f} fps, {video.frames} frames, "
                               f"decoded by {video.decoder}")
     info.add_row("model", escape(str(video.model)))
-    if video.settings:
+    if getattr(video, "settings", None):  # absent in a schema-1 database read without migrating
         info.add_row("settings", escape(video.settings))
     info.add_row("windows", str(len(windows)))
     console.print(info)

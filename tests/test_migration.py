@@ -50,3 +50,34 @@ def test_a_schema_1_database_is_migrated_and_keeps_its_tags(red_grey_blue_video,
     assert forced.exit_code == 0
     assert json.loads(_rows(db, "select settings from videos")[0][0])["windows"]["streams"] == "both"
     assert _rows(db, "select label, start, end, score from segments order by start") == segments
+
+
+def test_a_schema_1_database_opened_read_only_is_read_as_it_is(red_grey_blue_video, colour_model, tmp_path,
+                                                                runner):
+    db = tmp_path / "old.db"
+    assert runner.invoke(app, ["scan", str(red_grey_blue_video), "--db", str(db), "--model", str(colour_model),
+                               "-q"]).exit_code == 0
+    _as_schema_1(db)
+    read_only = f"sqlite:///file:{db}?mode=ro&uri=true"
+    listed = runner.invoke(app, ["query", "--db", read_only, "--label", "Red", "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(s["label"], s["start_s"], s["end_s"]) for s in json.loads(listed.stdout)] == [("Red", 0.0, 3.0)]
+    shown = runner.invoke(app, ["show", str(red_grey_blue_video), "--db", read_only])
+    assert shown.exit_code == 0, shown.output
+    assert "Red" in shown.stdout and "settings" not in shown.stdout
+    assert _rows(db, "select value from meta where key = 'schema_version'") == [("1",)]  # left as it was
+
+
+def test_a_database_without_a_version_row_is_migrated_not_stamped(red_grey_blue_video, colour_model, tmp_path,
+                                                                   runner):
+    db = tmp_path / "old.db"
+    assert runner.invoke(app, ["scan", str(red_grey_blue_video), "--db", str(db), "--model", str(colour_model),
+                               "-q"]).exit_code == 0
+    _as_schema_1(db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'schema_version'")
+    again = runner.invoke(app, ["scan", str(red_grey_blue_video), "--db", str(db), "--model", str(colour_model),
+                                "--threshold", "0.3", "--force", "-q"])
+    assert again.exit_code == 0, again.output
+    assert _rows(db, "select value from meta where key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert json.loads(_rows(db, "select settings from videos")[0][0])["segments"]["threshold"] == 0.3

@@ -227,6 +227,37 @@ def test_changed_settings_retag_on_the_next_scan(red_grey_blue_video, colour_mod
     assert _rows(db, "select count(*) from windows") == [(19,)]
 
 
+def test_a_video_retagged_by_another_scan_meanwhile_is_not_resegmented_from_its_windows(
+        red_grey_blue_video, colour_model, tmp_path, runner, monkeypatch):
+    import subprocess
+    import sys
+
+    from tagger.store import Store
+
+    db = tmp_path / "tags.db"
+    _scan(runner, red_grey_blue_video, "--db", db, "--model", colour_model)
+    known_videos = Store.known_videos
+
+    def then_another_scan(self):  # right after this scan looked, another one re-tags with other windows
+        known = known_videos(self)
+        subprocess.run([sys.executable, "-m", "tagger.cli", "scan", str(red_grey_blue_video), "--db", str(db),
+                        "--model", str(colour_model), "--hop", "0.5", "--streams", "video", "-q"], check=True)
+        assert _rows(db, "select count(*) from windows") == [(19,)]
+        return known
+
+    monkeypatch.setattr(Store, "known_videos", then_another_scan)
+    _, summary = _scan(runner, red_grey_blue_video, "--db", db, "--model", colour_model, "--threshold", "0.3")
+    assert summary["tagged"] == 1
+    # Decoded again with this scan's settings, not re-derived from the other scan's windows.
+    assert _rows(db, "select count(*) from windows") == [(10,)]
+    assert json.loads(_rows(db, "select settings from videos")[0][0])["windows"]["hop"] is None
+    fresh = tmp_path / "fresh.db"
+    monkeypatch.setattr(Store, "known_videos", known_videos)
+    _scan(runner, red_grey_blue_video, "--db", fresh, "--model", colour_model, "--threshold", "0.3")
+    segments_sql = "select label, start, end, round(score, 6) from segments order by label, start"
+    assert _rows(db, segments_sql) == _rows(fresh, segments_sql)
+
+
 def test_env_vars_pick_database_and_model(red_grey_blue_video, colour_model, tmp_path, runner, monkeypatch):
     monkeypatch.setenv("TAGGER_DB", str(tmp_path / "env.db"))
     monkeypatch.setenv("TAGGER_MODEL", str(colour_model))
@@ -271,6 +302,6 @@ def test_shared_clips_are_all_tagged(shared_data, colour_model, tmp_path, runner
 def test_decoder_threads_share_the_cores(monkeypatch, cores, busy, idle, queued, threads):
     from types import SimpleNamespace
 
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr("tagger.pipeline.usable_cores", lambda: cores)
     workers = [SimpleNamespace(job=7)] * busy + [SimpleNamespace(job=None)] * idle
     assert Scanner._decoder_threads(workers, queued) == threads

@@ -206,10 +206,34 @@ def test_export_refuses_a_label_count_mismatch_and_oversized_models(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_export_refuses_a_graph_the_simplifier_got_wrong(tmp_path, monkeypatch):
+    import onnxsim
+    from onnx import numpy_helper
+
+    real = onnxsim.simplify
+
+    def wrong_rewrite(graph, *args, **kwargs):  # a simplifier bug: one weight tensor comes out tripled
+        simplified, ok = real(graph, *args, **kwargs)
+        weights = max(simplified.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+        weights.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights) * 3, weights.name))
+        return simplified, ok
+
+    monkeypatch.setattr(onnxsim, "simplify", wrong_rewrite)
+    torch.manual_seed(0)
+    model = VC3D(build_model("vc3d", {"num_classes": 3, "clip_len": 8, "size": (32, 32),
+                                      "resize": 40, "width": 0.125}).config).eval()
+    frames = np.random.default_rng(1).integers(0, 256, (3, 8, 32, 32, 3), dtype=np.uint8)
+    with pytest.raises(ModelError, match="onnxruntime and torch disagree"):
+        export_video_model(model, _contract(), tmp_path / "m.onnx", mean=(0.5,) * 3, std=(0.25,) * 3,
+                           parity_frames=frames)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even the temporary file
+
+
 def test_uint8_wrapper_matches_manual_normalisation():
     inner = nn.Identity()
     wrapper = UInt8VideoInput(inner, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    frames = torch.randint(0, 256, (2, 4, 6, 6, 3), dtype=torch.uint8)
+    frames = torch.arange(256, dtype=torch.uint8).repeat(3).reshape(2, 4, 4, 8, 3)  # every value 0..255
     out = wrapper(frames)  # (N, 3, T, H, W)
-    assert out.shape == (2, 3, 4, 6, 6)
-    assert torch.allclose(out[:, 1], (frames[..., 1].float() / 255 - 0.5) / 0.25)
+    assert out.shape == (2, 3, 4, 4, 8)
+    # One multiply-add in the graph: equal to (x / 255 - mean) / std up to float32 rounding.
+    assert torch.allclose(out[:, 1], (frames[..., 1].float() / 255 - 0.5) / 0.25, rtol=0, atol=1e-6)
