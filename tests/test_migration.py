@@ -14,18 +14,17 @@ def _rows(db, sql):
         return conn.execute(sql).fetchall()
 
 
-def _as_schema_1(db) -> None:
-    """Turn a fresh database into what tagger wrote with schema 1: no videos.settings column."""
+def _schema_1_database(runner, video, model, db):
+    """`video` scanned into `db`, then turned into what tagger wrote with schema 1 (no videos.settings)."""
+    assert runner.invoke(app, ["scan", str(video), "--db", str(db), "--model", str(model), "-q"]).exit_code == 0
     with sqlite3.connect(db) as conn:
         conn.execute("ALTER TABLE videos DROP COLUMN settings")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    return db
 
 
 def test_a_schema_1_database_is_migrated_and_keeps_its_tags(red_grey_blue_video, colour_model, tmp_path, runner):
-    db = tmp_path / "old.db"
-    assert runner.invoke(app, ["scan", str(red_grey_blue_video), "--db", str(db), "--model", str(colour_model),
-                               "-q"]).exit_code == 0
-    _as_schema_1(db)
+    db = _schema_1_database(runner, red_grey_blue_video, colour_model, tmp_path / "old.db")
     segments = _rows(db, "select label, start, end, score from segments order by start")
     windows = _rows(db, "select start, end, scores from windows order by start")
     assert "settings" not in {column for _, column, *_ in _rows(db, "pragma table_info(videos)")}
@@ -54,10 +53,7 @@ def test_a_schema_1_database_is_migrated_and_keeps_its_tags(red_grey_blue_video,
 
 def test_a_schema_1_database_opened_read_only_is_read_as_it_is(red_grey_blue_video, colour_model, tmp_path,
                                                                 runner):
-    db = tmp_path / "old.db"
-    assert runner.invoke(app, ["scan", str(red_grey_blue_video), "--db", str(db), "--model", str(colour_model),
-                               "-q"]).exit_code == 0
-    _as_schema_1(db)
+    db = _schema_1_database(runner, red_grey_blue_video, colour_model, tmp_path / "old.db")
     read_only = f"sqlite:///file:{db}?mode=ro&uri=true"
     listed = runner.invoke(app, ["query", "--db", read_only, "--label", "Red", "--format", "json"])
     assert listed.exit_code == 0, listed.output
@@ -70,10 +66,7 @@ def test_a_schema_1_database_opened_read_only_is_read_as_it_is(red_grey_blue_vid
 
 def test_a_database_without_a_version_row_is_migrated_not_stamped(red_grey_blue_video, colour_model, tmp_path,
                                                                    runner):
-    db = tmp_path / "old.db"
-    assert runner.invoke(app, ["scan", str(red_grey_blue_video), "--db", str(db), "--model", str(colour_model),
-                               "-q"]).exit_code == 0
-    _as_schema_1(db)
+    db = _schema_1_database(runner, red_grey_blue_video, colour_model, tmp_path / "old.db")
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM meta WHERE key = 'schema_version'")
     again = runner.invoke(app, ["scan", str(red_grey_blue_video), "--db", str(db), "--model", str(colour_model),
