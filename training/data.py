@@ -311,6 +311,21 @@ def read_clip(path: str, spec: ClipSpec, position: float | None,
     return clip[:, :, ::-1] if flip else clip
 
 
+def worker_context(workers: int) -> str | None:
+    """The start method for DataLoader worker processes: "forkserver" where there is one.
+
+    A plain fork copies the training process mid-flight, with its progress display's refresh thread
+    and torch's threads; a worker forked while one of them held a lock waited on it forever inside
+    decord (seen once in CI). Forkserver workers start from a process with no such threads.
+    """
+    if workers <= 0 or "forkserver" not in torch.multiprocessing.get_all_start_methods():
+        return None
+    # The server imports torch and this module once; each worker forked from it then starts in
+    # milliseconds instead of importing them again (workers restart every epoch).
+    torch.multiprocessing.set_forkserver_preload(["training.data"])
+    return "forkserver"
+
+
 class ClipDataset(Dataset):
     """Clips of a list of videos: random ones for training, uniform ones for evaluation.
 

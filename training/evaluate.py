@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from tagger.errors import TaggerError
 from training.checkpoint import clip_spec_of, load_checkpoint, model_from_checkpoint
-from training.data import ClipDataset, DatasetError, VideoItem, discover_videos
+from training.data import ClipDataset, DatasetError, VideoItem, discover_videos, worker_context
 from training.export import UInt8VideoInput
 from training.fit import evaluate, pick_device
 
@@ -131,7 +131,8 @@ def evaluate_checkpoint(checkpoint: Path, root: Path, *, all_videos: bool = Fals
     target = pick_device(device)
     wrapper = UInt8VideoInput(model, tuple(config.mean), tuple(config.std)).to(target).eval()
     dataset = ClipDataset(items, clip_spec_of(state), train=False, clips_per_video=clips)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                        multiprocessing_context=worker_context(workers))
     result = evaluate(wrapper, loader, nn.CrossEntropyLoss(), target, "evaluate")
     metrics = classification_metrics(result["video_probs"], result["video_labels"], labels)
     report = {"checkpoint": str(checkpoint), "root": str(root), "videos": len(items),

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from tagger.errors import TaggerError, UsageError
 from training.checkpoint import export_checkpoint, load_checkpoint, save_checkpoint
-from training.data import ClipDataset, ClipSpec, DataConfig, make_split, parse_classes
+from training.data import ClipDataset, ClipSpec, DataConfig, make_split, parse_classes, worker_context
 from training.export import UInt8VideoInput
 from training.models import build_model, count_parameters, make_config
 
@@ -249,7 +249,7 @@ def train_from_configs(config: FitConfig, data: DataConfig, clip: dict[str, Any]
     # Workers are not persistent: each epoch's workers must see the dataset's new epoch, or every
     # epoch would draw the same "random" clips.
     loader_options = {"batch_size": config.batch_size, "num_workers": config.workers,
-                      "pin_memory": device.type == "cuda"}
+                      "pin_memory": device.type == "cuda", "multiprocessing_context": worker_context(config.workers)}
     train_loader = DataLoader(train_set, sampler=EpochShuffle(len(train_set), config.seed),
                               drop_last=len(train_set) > config.batch_size, **loader_options)
     val_loader = DataLoader(val_set, shuffle=False, **loader_options)
