@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -157,3 +158,45 @@ def test_model_filter_matches_each_part_of_a_vision_and_sound_pair(colour_model,
         assert {r["model"] for r in json.loads(out.stdout)} == {"colour+loudness"}, name
     out = runner.invoke(app, ["query", "--all", "--model", "colou", "--db", str(db), "--format", "json"])
     assert json.loads(out.stdout) == []
+
+
+SOUND_FAILS_MIDWAY = '''
+import os
+
+if os.environ.get("TAGGER_TEST_SOUND_FAILS_AFTER"):
+    import tagger.audio
+    from tagger.errors import DecodeError
+
+    real_read_patches = tagger.audio.read_patches
+
+    def read_patches(*args, **kwargs):
+        for sent, chunk in enumerate(real_read_patches(*args, **kwargs)):
+            if sent == int(os.environ["TAGGER_TEST_SOUND_FAILS_AFTER"]):
+                raise DecodeError("Invalid data found when processing input")
+            yield chunk
+
+    tagger.audio.read_patches = read_patches
+'''
+
+
+def test_a_sound_track_failing_midway_leaves_the_vision_tags(colour_model, loudness_model, tmp_path, runner,
+                                                             monkeypatch):
+    colours = timeline((2, RED), (4, GREY), (99, BLUE))
+    path = write_video(tmp_path / "a.mp4", 6, codec="h264", audio_codec="aac", colour_at=colours,
+                       loudness_at=lambda t: 0.5)
+    # The decoder processes read sound through a read_patches that fails after its first chunk:
+    # they are separate interpreters, so the failure goes in through a sitecustomize module.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SOUND_FAILS_MIDWAY)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("TAGGER_TEST_SOUND_FAILS_AFTER", "1")
+    db = tmp_path / "t.db"
+    result = runner.invoke(app, ["scan", str(path), "--db", str(db), "--model", str(colour_model),
+                                 "--audio-model", str(loudness_model)])
+    assert result.exit_code == 0, result.output
+    assert _segments(db) == [("Blue", 4.0, 6.0, "video"), ("Red", 0.0, 2.0, "video")]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select status, error from videos").fetchall() == [
+            ("ok", "sound not used: Invalid data found when processing input")]
+        assert conn.execute("select count(distinct model_id), count(*) from windows").fetchone() == (1, 6)
