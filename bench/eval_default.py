@@ -4,7 +4,7 @@ Videos come from the shared clips (`../shared/data`, labels from its MANIFEST.ts
 folder laid out as `<label>/<video>`. Label `other` (also `none`, `negative`, `NoInstrument`) means
 "no instrument": such a video must get no tag at all. Everything runs through the tagger's own
 runtime code, so what is measured is what a scan stores: `tagger.model.load_model` (onnxruntime,
-contract from the file's metadata) and `tagger.worker.decode_windows` (decord/PyAV, short-side
+contract from the file's metadata) and `tagger.worker.decode_windows` (PyAV, then decord, short-side
 resize, centre crop, frames sampled at the model's fps/frame_step, windows of clip_len). A video
 gets a tag when any of its windows reaches that label's threshold (the model's `tagger.threshold`).
 
@@ -84,10 +84,7 @@ def window_scores(model: LoadedModel, path: Path, hop: float | None = None) -> t
     Raises:
         RuntimeError: no decoder could read the video.
     """
-    contract = model.contract
-    job = VideoJob(job_id=0, path=str(path), short_side=contract.resize, size=tuple(contract.size),
-                   clip_len=contract.clip_len, frame_interval=contract.frame_interval, hop=hop,
-                   decoders=("decord", "pyav"), chunk=BATCH)
+    job = VideoJob.for_model(model.contract, path, hop=hop, chunk=BATCH)
     scores: list[np.ndarray] = []
     spent = 0.0
     for message in decode_windows(job):

@@ -30,9 +30,8 @@ CLIPS = ROOT.parent / "shared" / "data" / "clips"
 
 def scan_windows(model: LoadedModel, path: Path) -> np.ndarray:
     """The uint8 windows `tagger scan` feeds the model for one video, (N, T, H, W, 3)."""
-    c = model.contract
-    job = VideoJob(0, str(path), c.resize, c.size, c.clip_len, c.frame_interval, None, ("pyav", "decord"), 8)
-    return np.concatenate([m[2] for m in decode_windows(job) if m[0] == "windows"])
+    return np.concatenate([m[2] for m in decode_windows(VideoJob.for_model(model.contract, path, chunk=8))
+                           if m[0] == "windows"])
 
 
 def quantise(source: Path, target: Path, calibration: list[np.ndarray]) -> None:

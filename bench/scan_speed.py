@@ -225,9 +225,8 @@ def main() -> None:
     decode_s = decode_only(videos)
     from tagger.worker import VideoJob, decode_windows
 
-    sample = next(m[2] for m in decode_windows(VideoJob(0, str(videos[0]), c.resize, c.size, c.clip_len,
-                                                         c.frame_interval, None, ("pyav",), max(8, args.batch_size)))
-                  if m[0] == "windows")
+    job = VideoJob.for_model(c, videos[0], chunk=max(8, args.batch_size))
+    sample = next(m[2] for m in decode_windows(job) if m[0] == "windows")
     infer_s = inference_only(model, sample, total_windows, args.batch_size)
     naive_s = naive_loop(model, plans, plain_session=True)
     naive_tuned_s = naive_loop(model, plans, plain_session=False)

@@ -154,11 +154,14 @@ class PyAVSource(FrameSource):
                 if not container.streams.video:
                     raise DecodeError("no video stream")
                 stream = container.streams.video[0]
-                pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size]
+                pts, first = [], None
+                for packet in container.demux(stream):  # one pass: every timestamp, and the first frame
+                    if packet.pts is not None and packet.size:
+                        pts.append(packet.pts)
+                    if first is None:
+                        first = next(iter(packet.decode()), None)
                 base = float(stream.time_base)
                 rate = float(stream.average_rate or stream.guessed_rate or 0)
-            with av.open(path) as container:
-                first = next(container.decode(container.streams.video[0]), None)
         except av.FFmpegError as exc:
             raise DecodeError(_first_line(exc.strerror or str(exc))) from exc
         if not pts or first is None:

@@ -125,6 +125,7 @@ class Scanner:
                  audio_model: LoadedModel | None = None):
         self.settings, self.store, self.model, self.progress = settings, store, model, progress
         self.tagging_key = settings.tagging_key()
+        self.window_settings = json.loads(self.tagging_key)["windows"]
         contract = model.contract
         self.thresholds = {
             label: settings.threshold if settings.threshold is not None else contract.threshold_for(label)
@@ -189,7 +190,7 @@ class Scanner:
         if settings is None or settings == self.tagging_key:
             return "current"
         try:
-            same_windows = json.loads(settings).get("windows") == json.loads(self.tagging_key)["windows"]
+            same_windows = json.loads(settings).get("windows") == self.window_settings
         except (ValueError, AttributeError):
             same_windows = False
         return "segments" if same_windows else "tag"
@@ -217,10 +218,9 @@ class Scanner:
         return True
 
     def _job(self, job_id: int, video: FoundVideo, threads: int) -> VideoJob:
-        c = self.model.contract
         audio = (self.audio.contract.sample_rate, self.audio.contract.patch_seconds) if self.audio else None
-        return VideoJob(job_id, video.path, c.resize, c.size, c.clip_len, c.frame_interval,
-                        self.settings.hop, self.settings.decoders, audio=audio, threads=threads)
+        return VideoJob.for_model(self.model.contract, video.path, job_id=job_id, hop=self.settings.hop,
+                                  decoders=self.settings.decoders, audio=audio, threads=threads)
 
     @staticmethod
     def _decoder_threads(workers: list[_Worker], queued: int) -> int:

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from tagger.audio import NoAudio, patch_bounds, read_patches
-from tagger.decode import FrameSource, centre_crop, check_readable, open_video
+from tagger.contract import ModelContract
+from tagger.decode import DECODERS, FrameSource, centre_crop, check_readable, open_video
 from tagger.errors import DecodeError
 from tagger.windows import WindowPlan, plan_windows
 
@@ -37,6 +38,13 @@ class VideoJob:
     chunk: int = 2  # windows per message: frequent enough that a slow decode never looks stalled
     audio: tuple[int, float] | None = None  # (sample_rate, patch_seconds) when sound is wanted
     threads: int = 0  # decoding threads; 0 lets the decoder choose
+
+    @classmethod
+    def for_model(cls, contract: ModelContract, path: str | os.PathLike, *, job_id: int = 0,
+                  hop: float | None = None, decoders: tuple[str, ...] = DECODERS, **options) -> VideoJob:
+        """The job that samples `path` the way a scan does for `contract`'s video model."""
+        return cls(job_id, str(path), contract.resize, tuple(contract.size), contract.clip_len,
+                   contract.frame_interval, hop, tuple(decoders), **options)
 
 
 def stream_windows(source: FrameSource, plan: WindowPlan, size: tuple[int, int], chunk: int) -> Iterator[tuple]:

@@ -112,9 +112,7 @@ def parity_windows(config: DefaultModelConfig, data: Path = SHARED_DATA) -> np.n
         path = data / "clips" / name
         if not path.is_file():
             return None
-        job = VideoJob(0, str(path), config.resize, config.size, config.clip_len,
-                       config.frame_step / config.fps, None, ("decord", "pyav"), chunk=2)
-        first = next(m for m in decode_windows(job) if m[0] == "windows")
+        first = next(m for m in decode_windows(VideoJob.for_model(contract_for(config), path)) if m[0] == "windows")
         clips.append(first[2][:2])
     return np.concatenate(clips)
 
