@@ -4,7 +4,7 @@ Videos come from the shared clips (`../shared/data`, labels from its MANIFEST.ts
 folder laid out as `<label>/<video>`. Label `other` (also `none`, `negative`, `NoInstrument`) means
 "no instrument": such a video must get no tag at all. Everything runs through the tagger's own
 runtime code, so what is measured is what a scan stores: `tagger.model.load_model` (onnxruntime,
-contract from the file's metadata) and `tagger.worker.decode_windows` (PyAV, then decord, short-side
+contract from the file's metadata) and the scan's per-video step `tagger.step.score_video` (PyAV, then decord, short-side
 resize, centre crop, frames sampled at the model's fps/frame_step, windows of clip_len). A video
 gets a tag when any of its windows reaches that label's threshold (the model's `tagger.threshold`).
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tagger.model import LoadedModel, load_model
-from tagger.worker import VideoJob, decode_windows
+from tagger.step import VIDEO, VideoFailure, VideoJob, score_video
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "exports" / "default.onnx"
@@ -84,19 +84,20 @@ def window_scores(model: LoadedModel, path: Path, hop: float | None = None) -> t
     Raises:
         RuntimeError: no decoder could read the video.
     """
-    job = VideoJob.for_model(model.contract, path, hop=hop, chunk=BATCH)
-    scores: list[np.ndarray] = []
     spent = 0.0
-    for message in decode_windows(job):
-        if message[0] == "windows":
-            start = time.perf_counter()
-            scores.append(model.scores(message[2]))
-            spent += time.perf_counter() - start
-        elif message[0] == "reset":  # a decoder failed midway; the next one starts over
-            scores = []
-        elif message[0] == "failed":
-            raise RuntimeError(message[1])
-    return np.concatenate(scores), spent
+
+    def timed(inputs: np.ndarray) -> np.ndarray:
+        nonlocal spent
+        start = time.perf_counter()
+        scores = model.scores(inputs)
+        spent += time.perf_counter() - start
+        return scores
+
+    job = VideoJob.for_model(model.contract, path, hop=hop, chunk=BATCH)
+    outcome = score_video(job, {VIDEO: timed}, {VIDEO: len(model.contract.labels)}, {VIDEO: BATCH})
+    if isinstance(outcome, VideoFailure):
+        raise RuntimeError(outcome.reason)
+    return outcome.scores[VIDEO], spent
 
 
 def evaluate_video(model: LoadedModel, path: Path, label: str, hop: float | None = None) -> VideoResult:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tagger.model import LoadedModel, load_model
-from tagger.worker import VideoJob, decode_windows
+from tagger.step import VideoJob, window_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT.parent / "shared" / "data" / "clips"
@@ -30,8 +30,7 @@ CLIPS = ROOT.parent / "shared" / "data" / "clips"
 
 def scan_windows(model: LoadedModel, path: Path) -> np.ndarray:
     """The uint8 windows `tagger scan` feeds the model for one video, (N, T, H, W, 3)."""
-    return np.concatenate([m[2] for m in decode_windows(VideoJob.for_model(model.contract, path, chunk=8))
-                           if m[0] == "windows"])
+    return window_inputs(VideoJob.for_model(model.contract, path))
 
 
 def quantise(source: Path, target: Path, calibration: list[np.ndarray]) -> None:

@@ -223,10 +223,9 @@ def main() -> None:
     c = model.contract
 
     decode_s = decode_only(videos)
-    from tagger.worker import VideoJob, decode_windows
+    from tagger.step import VideoJob, window_inputs
 
-    job = VideoJob.for_model(c, videos[0], chunk=max(8, args.batch_size))
-    sample = next(m[2] for m in decode_windows(job) if m[0] == "windows")
+    sample = window_inputs(VideoJob.for_model(c, videos[0]))[: max(8, args.batch_size)]
     infer_s = inference_only(model, sample, total_windows, args.batch_size)
     naive_s = naive_loop(model, plans, plain_session=True)
     naive_tuned_s = naive_loop(model, plans, plain_session=False)

@@ -24,6 +24,7 @@ from tagger.config import (
     resolve_model,
 )
 from tagger.decode import DECODERS
+from tagger.executors import EXECUTORS
 from tagger.discover import DiscoveryRules
 from tagger.segments import SegmentRules
 
@@ -104,6 +105,9 @@ def scan(
     decoders: Annotated[str, typer.Option(help="Decoders to try in order: pyav, decord, or module:FrameSourceClass")] = ",".join(DECODERS),
     streams: Annotated[str, typer.Option(help="both: vision and sound (when an audio model is there); video: vision only")] = "both",
     audio_model: Annotated[Optional[str], typer.Option("--audio-model", help="Exported audio ONNX model [env: TAGGER_AUDIO_MODEL; default: shipped]")] = None,
+    executor: Annotated[str, typer.Option(help="Where videos are decoded and scored: local (processes on this machine) or ray (a Ray cluster; pip install 'tagger[ray]')")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to use with --executor ray, e.g. auto or ray://head:10001 [env: RAY_ADDRESS; default: a new local Ray]")] = None,
+    lease: Annotated[float, typer.Option(help="Seconds a claimed video stays claimed once its scan stops renewing the claim (dies)")] = 60.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table; errors only")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end")] = False,
 ) -> None:
@@ -117,6 +121,12 @@ def scan(
 
     if hop is not None and hop <= 0:
         raise errors.UsageError(f"--hop must be positive, got {hop}")
+    if executor not in EXECUTORS:
+        raise errors.UsageError(f"--executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if ray_address and executor != "ray":
+        raise errors.UsageError("--ray-address needs --executor ray")
+    if lease <= 0:
+        raise errors.UsageError(f"--lease must be positive, got {lease}")
     if streams not in STREAMS:
         raise errors.UsageError(f"--streams {streams!r} is not one of {', '.join(STREAMS)}")
     decoder_names = tuple(name.strip() for name in decoders.split(",") if name.strip())
@@ -128,7 +138,8 @@ def scan(
         discovery=DiscoveryRules(include=tuple(include or ()), exclude=tuple(exclude or ()), hidden=hidden,
                                  follow_symlinks=follow_symlinks),
         batch_size=batch_size, workers=max(1, workers), timeout=timeout, force=force, decoders=decoder_names,
-        streams=streams, audio_model=resolve_audio_model(audio_model),
+        streams=streams, audio_model=resolve_audio_model(audio_model), executor=executor, ray_address=ray_address,
+        lease=lease,
     )
     show = not quiet and not json_summary
     with RichProgress(err, enabled=show) as progress:

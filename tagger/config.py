@@ -82,6 +82,9 @@ class ScanSettings:
     streams: str = "both"  # "both": vision and sound when an audio model is there; "video": vision only
     audio_model: str | None = None  # None: the shipped audio model, if installed
     fusion: FusionRules = field(default_factory=FusionRules)
+    executor: str = "local"  # where the per-video step runs: local processes, or ray (a cluster)
+    ray_address: str | None = None  # the Ray cluster; None: $RAY_ADDRESS, else a new local Ray
+    lease: float = 60.0  # seconds a claimed video stays claimed after its scan stops renewing (dies)
 
     def tagging_key(self) -> str:
         """The settings that shape a video's stored tags besides the file and the models, as JSON:

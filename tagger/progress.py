@@ -48,6 +48,9 @@ class RichProgress(ScanProgress):
     def video_started(self, path: str) -> None:
         self.progress.update(self.task, current=escape(os.path.basename(path)[-40:]))
 
+    def video_passed(self, path: str) -> None:
+        self.progress.update(self.task, advance=1)
+
     def video_finished(self, path: str, seconds: float, ok: bool) -> None:
         self.video_seconds += seconds
         rate = self.video_seconds / max(1e-6, time.monotonic() - self.began)
@@ -61,10 +64,14 @@ def render_summary(console: Console, summary: ScanSummary, db: str) -> None:
     table.add_row("tagged", str(summary.tagged))
     table.add_row("skipped (unchanged)", str(summary.skipped))
     table.add_row("failed", str(len(summary.failed)))
+    if summary.elsewhere:
+        table.add_row("left to other scans", f"{summary.elsewhere} (being tagged by another scan of this database)")
     table.add_row("segments stored", str(summary.segments))
     rate = summary.video_seconds / max(summary.wall_seconds, 1e-6)
     table.add_row("video time tagged", f"{summary.video_seconds:.1f} s in {summary.wall_seconds:.1f} s ({rate:.1f}x real time)")
     table.add_row("model", escape(f"{summary.model} on {', '.join(summary.providers)}"))
+    if summary.executor != "local":
+        table.add_row("executor", summary.executor)
     table.add_row("audio model", escape(summary.audio_model or "none (vision only)"))
     console.print(table)
     for path, reason in summary.failed:

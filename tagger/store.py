@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import sqlalchemy as sa
@@ -20,11 +21,13 @@ from sqlalchemy import event
 
 from tagger.errors import DatabaseError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # What brings a database from the version before each key up to it: (table, column, DDL adding
-# it), skipped where the column is there already, so a migration cut short can run again.
+# it), skipped where the column is there already, so a migration cut short can run again. New
+# tables need no entry: `metadata.create_all` adds them.
 MIGRATIONS = {
     2: [("videos", "settings", "ALTER TABLE videos ADD COLUMN settings VARCHAR")],  # tagging settings
+    3: [],  # the claims table
 }
 metadata = sa.MetaData()
 
@@ -99,6 +102,28 @@ scans = sa.Table(
     sa.Column("options", sa.JSON),
 )
 
+# A video a scan is decoding: claimed before it is decoded, released when it is stored. The claim
+# is a lease, renewed while its scan lives, so the video of a scan that died is free again once
+# `expires_at` passes (seconds since the epoch, by the database's clock on PostgreSQL).
+claims = sa.Table(
+    "claims",
+    metadata,
+    sa.Column("path", sa.String, primary_key=True),
+    sa.Column("owner", sa.String, nullable=False),  # host:pid:random of the claiming scan
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+
+class StoredVideo(NamedTuple):
+    """What the database holds about a video's last scan, for deciding whether to scan it again."""
+
+    size: int
+    mtime_ns: int
+    model_id: int | None
+    status: str
+    settings: str | None  # ScanSettings.tagging_key; None when stored by schema 1
+    scanned_at: float
+
 
 @dataclass(frozen=True)
 class VideoResult:
@@ -123,8 +148,15 @@ class VideoResult:
     settings: str | None = None  # ScanSettings.tagging_key of the scan that made the tags
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # plain URLs get psycopg 3, the driver of tagger[postgres]
+
+
 def database_url(target: str) -> str:
-    """A SQLAlchemy URL for `target`: a URL as it is, else a SQLite file path."""
+    """A SQLAlchemy URL for `target`: a URL as it is (postgresql:// meaning psycopg 3), else a SQLite
+    file path."""
+    for scheme in POSTGRES_SCHEMES:
+        if target.startswith(scheme):
+            return "postgresql+psycopg://" + target[len(scheme):]
     if "://" in target:
         return target
     path = Path(target).expanduser()
@@ -139,17 +171,17 @@ class Store:
     """An open database with the tagger schema, created or migrated on open."""
 
     def __init__(self, target: str, create: bool = True):
-        self.target = target
         if not create and "://" not in target and not Path(target).expanduser().is_file():
             raise DatabaseError(f"no database at {target}: run `tagger scan` first, or pass --db")
         url = database_url(target)
-        self.engine = sa.create_engine(url)
+        self.target = _shown(target)
+        self.engine = _create_engine(url, self.target)
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
         try:
             self._prepare_schema(create)
         except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot use database {target}: {_reason(exc)}; pass another --db") from exc
+            raise DatabaseError(f"cannot use database {self.target}: {_reason(exc)}; pass another --db") from exc
 
     def _check_version(self, conn: sa.Connection) -> int:
         """The schema version found (0: an empty database); DatabaseError when foreign or newer."""
@@ -219,13 +251,49 @@ class Store:
                 sa.insert(models).values(sha256=sha256, name=name, labels=list(labels), meta=meta)
             ).inserted_primary_key[0]
 
-    def known_videos(self) -> dict[str, tuple[int, int, int | None, str, str | None]]:
-        """path -> (size, mtime_ns, model_id, status, settings) for every stored video."""
-        query = sa.select(videos.c.path, videos.c.size, videos.c.mtime_ns, videos.c.model_id, videos.c.status,
-                          videos.c.settings)
+    def known_videos(self) -> dict[str, StoredVideo]:
+        """path -> what is stored about it, for every stored video."""
         with self.read() as conn:
-            return {row.path: (row.size, row.mtime_ns, row.model_id, row.status, row.settings)
-                    for row in conn.execute(query)}
+            return {row.path: StoredVideo(*row[1:]) for row in conn.execute(_STORED_VIDEO)}
+
+    def claim(self, path: str, owner: str, lease: float, needs_scan: Callable[[StoredVideo | None], bool],
+              gone: Callable[[str], bool] = lambda owner: False) -> str:
+        """Claim `path` for `owner` for `lease` seconds, before decoding it.
+
+        In one transaction: a claim of another owner that has neither expired nor is `gone` (known
+        dead) wins ("busy"); else the video as stored now
+        is passed to `needs_scan`, and if another scan has tagged it meanwhile nothing is claimed
+        ("current"); else the claim is taken or renewed ("claimed"). On PostgreSQL a claim row
+        another transaction is deciding on is skipped (FOR UPDATE SKIP LOCKED) and a race to insert
+        is settled by the primary key, so two machines never both claim one video.
+        """
+        with self.write() as conn:
+            now = _database_time(conn)
+            held = conn.execute(sa.select(claims.c.owner, claims.c.expires_at).where(claims.c.path == path)
+                                .with_for_update(skip_locked=True)).one_or_none()
+            if held is not None and held.owner != owner and held.expires_at > now and not gone(held.owner):
+                return "busy"
+            stored = conn.execute(_STORED_VIDEO.where(videos.c.path == path)).one_or_none()
+            if not needs_scan(StoredVideo(*stored[1:]) if stored else None):
+                return "current"
+            expires = now + lease
+            if held is not None:
+                conn.execute(sa.update(claims).where(claims.c.path == path).values(owner=owner, expires_at=expires))
+                return "claimed"
+            inserted = conn.execute(_insert_ignoring_conflict(conn).values(path=path, owner=owner, expires_at=expires)
+                                    .returning(claims.c.path)).first()
+            return "claimed" if inserted is not None else "busy"
+
+    def renew_claims(self, owner: str, lease: float) -> None:
+        """Extend every claim of `owner` to `lease` seconds from now."""
+        with self.write() as conn:
+            conn.execute(sa.update(claims).where(claims.c.owner == owner)
+                         .values(expires_at=_database_time(conn) + lease))
+
+    def release_claims(self, owner: str) -> None:
+        """Drop every claim `owner` still holds (videos it did not finish)."""
+        with self.write() as conn:
+            conn.execute(sa.delete(claims).where(claims.c.owner == owner))
 
     def save_video(self, result: VideoResult, model_id: int) -> None:
         """Replace everything stored for `result.path` in one transaction.
@@ -264,6 +332,7 @@ class Store:
                 ])
             if result.status == "ok":
                 _insert_segments(conn, video_id, model_id, result.segments)
+            conn.execute(sa.delete(claims).where(claims.c.path == result.path))  # stored: free for later scans
 
     def resegment(self, path: str, expect: tuple[int, int, int, str], derive: Callable[[dict], list | None],
                   settings: str) -> list | None:
@@ -319,6 +388,29 @@ class Store:
         self.engine.dispose()
 
 
+_STORED_VIDEO = sa.select(videos.c.path, videos.c.size, videos.c.mtime_ns, videos.c.model_id, videos.c.status,
+                          videos.c.settings, videos.c.scanned_at)
+
+
+def _database_time(conn: sa.Connection) -> float:
+    """Seconds since the epoch by the database's clock on PostgreSQL (the one clock every machine
+    sharing it agrees on), else by this machine's."""
+    if conn.dialect.name == "postgresql":
+        return float(conn.exec_driver_sql("SELECT EXTRACT(EPOCH FROM clock_timestamp())").scalar_one())
+    return time.time()
+
+
+def _insert_ignoring_conflict(conn: sa.Connection):
+    """INSERT INTO claims that does nothing (returns no row) when the path is claimed already."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # other databases: the primary key still refuses a second claim, as an error
+        return sa.insert(claims)
+    return insert(claims).on_conflict_do_nothing(index_elements=["path"])
+
+
 def _insert_segments(conn: sa.Connection, video_id: int, model_id: int, found: Sequence) -> None:
     if found:
         conn.execute(sa.insert(segments), [
@@ -348,6 +440,32 @@ def _configure_sqlite(engine: sa.Engine) -> None:
     def _on_begin(conn):
         immediate = conn.get_execution_options().get("tagger_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _shown(target: str) -> str:
+    """`target` as messages show it: a URL without its password."""
+    if "://" not in target:
+        return target
+    try:
+        return sa.engine.make_url(target).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return target
+
+
+def _create_engine(url: str, shown: str) -> sa.Engine:
+    """An engine for `url`; DatabaseError naming what to install when its driver is missing."""
+    try:
+        return sa.create_engine(url)
+    except ModuleNotFoundError as exc:
+        driver = (exc.name or "").split(".")[0]
+        hint = "pip install 'tagger[postgres]'" if driver.startswith("psycopg") else f"pip install {driver}"
+        raise DatabaseError(f"--db {shown} needs the database driver {driver!r}, which is not installed: {hint}") from None
+    except sa.exc.NoSuchModuleError:
+        raise DatabaseError(f"--db {shown}: unknown kind of database URL; use a SQLite file path or "
+                            "postgresql://USER@HOST/DB") from None
+    except sa.exc.ArgumentError as exc:
+        raise DatabaseError(f"--db {shown} is not a database URL ({exc}); use a file path or "
+                            "postgresql://USER@HOST/DB") from None
 
 
 def _reason(exc: sa.exc.SQLAlchemyError) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,45 @@ def _isolated_environment(monkeypatch, tmp_path, request):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield
+
+
+def _required_service(reason: str) -> None:
+    """Skip a test whose service is missing here; in CI (CI=true), where .ci/run provides it, fail."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI must provide it: see .ci/run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server named by $TAGGER_TEST_POSTGRES (started by
+    `.ci/postgres start DIR`), dropped afterwards."""
+    server = os.environ.get("TAGGER_TEST_POSTGRES")
+    if not server:
+        _required_service("no PostgreSQL server: export TAGGER_TEST_POSTGRES=$(bash .ci/postgres start /tmp/tagger-pg)")
+    pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg: pip install '.[postgres]'")
+    import sqlalchemy as sa
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    yield str(sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False))
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[None]:
+    """A local Ray on this machine's 2 cores, shared by the in-process scans of this session; its
+    workers import the test decoders from tests/ (PYTHONPATH is inherited when Ray starts)."""
+    try:
+        import ray
+    except ImportError:
+        _required_service("Ray is not installed: pip install '.[ray]'")
+    tests = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()

@@ -6,8 +6,8 @@ timeout can stop it) or take the whole process down.
 
 from __future__ import annotations
 
+import ctypes
 import os
-import signal
 import time
 
 from tagger.decode import DecordSource
@@ -27,13 +27,15 @@ class HangingSource(DecordSource):
 
 
 class CrashingSource(DecordSource):
-    """Opens like decord, then kills its own process (SIGSEGV) on videos whose name contains 'crash'."""
+    """Opens like decord, then crashes its process on videos whose name contains 'crash': a real
+    segmentation fault (reading address 0), delivered to the thread that caused it as a decoder's
+    would be; a signal sent with os.kill can stay pending in a process whose threads block it."""
 
     name = "crashing"
 
     def read(self, indices):
         if "crash" in os.path.basename(self.path):
-            os.kill(os.getpid(), signal.SIGSEGV)
+            ctypes.string_at(0)
         yield from super().read(indices)
 
 
@@ -66,3 +68,26 @@ class MidwayFailingSource(DecordSource):
             if count == 3:
                 raise DecodeError("Error sending packet")
             yield item
+
+
+class PacedSource(DecordSource):
+    """decord, 0.1 s per frame, so a scan of a few short videos lasts long enough to break into."""
+
+    name = "decord"  # what it stores: the frames are decord's
+
+    def read(self, indices):
+        for item in super().read(indices):
+            time.sleep(0.1)
+            yield item
+
+
+class CountingSource(DecordSource):
+    """decord, appending the path of every video it opens to the file $TAGGER_TEST_OPEN_LOG, so a
+    test can count how often each video was decoded across processes."""
+
+    name = "decord"
+
+    def __init__(self, path, short_side):
+        with open(os.environ["TAGGER_TEST_OPEN_LOG"], "a") as log:
+            log.write(path + "\n")
+        super().__init__(path, short_side)

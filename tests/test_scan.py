@@ -11,7 +11,7 @@ import pytest
 
 from synthetic import BLUE, GREEN, GREY, RED, solid, timeline, write_video
 from tagger.cli import app
-from tagger.pipeline import Scanner
+from tagger.executors.local import decoder_threads
 
 EPS = 1e-6
 
@@ -302,6 +302,6 @@ def test_shared_clips_are_all_tagged(shared_data, colour_model, tmp_path, runner
 def test_decoder_threads_share_the_cores(monkeypatch, cores, busy, idle, queued, threads):
     from types import SimpleNamespace
 
-    monkeypatch.setattr("tagger.pipeline.usable_cores", lambda: cores)
-    workers = [SimpleNamespace(job=7)] * busy + [SimpleNamespace(job=None)] * idle
-    assert Scanner._decoder_threads(workers, queued) == threads
+    monkeypatch.setattr("tagger.executors.local.usable_cores", lambda: cores)
+    decoders = [SimpleNamespace(job=7)] * busy + [SimpleNamespace(job=None)] * idle
+    assert decoder_threads(decoders, queued) == threads

@@ -105,15 +105,14 @@ def _eval_module():
 
 def parity_windows(config: DefaultModelConfig, data: Path = SHARED_DATA) -> np.ndarray | None:
     """Real window clips `(8, T, H, W, 3)` uint8 from the shared clips, decoded like a scan."""
-    from tagger.worker import VideoJob, decode_windows
+    from tagger.step import VideoJob, window_inputs
 
     clips = []
     for name in PARITY_CLIPS:
         path = data / "clips" / name
         if not path.is_file():
             return None
-        first = next(m for m in decode_windows(VideoJob.for_model(contract_for(config), path)) if m[0] == "windows")
-        clips.append(first[2][:2])
+        clips.append(window_inputs(VideoJob.for_model(contract_for(config), path))[:2])
     return np.concatenate(clips)
 
 

@@ -1,0 +1,80 @@
+"""Executors: where the per-video step (`tagger.step`) runs, behind one small interface.
+
+The scan hands an executor a queue of jobs and reads back each video's outcome (its window scores
+or a failure) as soon as it is ready; it never sees how the executor gets there. `local` runs the
+step in decoder processes on this machine, `ray` in actors on a Ray cluster.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
+from tagger.errors import UsageError
+from tagger.model import LoadedModel
+from tagger.step import AUDIO, Outcome, VideoJob
+
+EXECUTORS = ("local", "ray")
+
+
+class JobQueue(Protocol):
+    """The videos left to scan: `next()` hands out the next job (claiming its video first), `len()`
+    says how many at most are left."""
+
+    def __iter__(self) -> Iterator[VideoJob]: ...
+    def __next__(self) -> VideoJob: ...
+    def __len__(self) -> int: ...
+
+
+class Executor(ABC):
+    """Runs the per-video step for every job of a queue and yields each video's outcome.
+
+    `models` maps each stream (tagger.step.VIDEO, AUDIO) to its loaded model: an executor may score
+    with them in this process or load the same files where it runs the step. `batch_size` is the
+    windows per inference call the user asked for (0: each model's automatic size where it runs).
+    """
+
+    def __init__(self, models: Mapping[str, LoadedModel], batch_size: int, workers: int, timeout: float):
+        self.models, self.batch_size, self.workers, self.timeout = dict(models), batch_size, workers, timeout
+
+    @abstractmethod
+    def outcomes(self, jobs: JobQueue, started: Callable[[VideoJob], None]) -> Iterator[Outcome]:
+        """Pull jobs while there is room, call `started(job)` as each begins, yield outcomes as they
+        finish (in any order). A video that crashes or hangs its worker comes back as a VideoFailure;
+        the other videos go on."""
+
+    @property
+    def providers(self) -> list[str]:
+        """The onnxruntime providers inference runs on."""
+        return self.models["video"].providers
+
+    def close(self) -> None:
+        """Release workers, actors, connections."""
+
+
+AUDIO_BATCH = 16  # sound patches per inference call: the music model is small
+
+
+def batch_sizes(models: Mapping[str, LoadedModel], requested: int) -> dict[str, int]:
+    """Windows per inference call for each stream's model: `requested`, or the model's auto size."""
+    return {stream: AUDIO_BATCH if stream == AUDIO else requested or model.auto_batch_size()
+            for stream, model in models.items()}
+
+
+def make_executor(name: str, models: Mapping[str, LoadedModel], batch_size: int, workers: int,
+                  timeout: float, ray_address: str | None = None, device: str = "auto") -> Executor:
+    """The executor called `name` (see EXECUTORS).
+
+    Raises:
+        UsageError: an unknown name, or `ray` without the ray extra installed.
+    """
+    if name == "local":
+        from tagger.executors.local import LocalExecutor
+
+        return LocalExecutor(models, batch_size, workers, timeout)
+    if name == "ray":
+        from tagger.executors.ray_actors import RayExecutor
+
+        return RayExecutor(models, batch_size, workers, timeout, ray_address, device)
+    raise UsageError(f"unknown --executor {name!r}: choose one of {', '.join(EXECUTORS)}")

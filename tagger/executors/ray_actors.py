@@ -1,0 +1,240 @@
+"""The Ray executor: the per-video step whole, in actors on a Ray cluster (`pip install 'tagger[ray]'`).
+
+Each actor holds one onnxruntime session per model (on a GPU where the cluster has them) and runs
+`tagger.step.score_video` on one video at a time: video paths travel to the actors, window scores
+travel back, frames never leave the node that decodes them. Every node must see the videos at
+the same paths (a shared filesystem) and have tagger installed; the model files travel with the
+actors through Ray's object store.
+
+This is an actor pool supervised here rather than a Ray Data pipeline: Ray Data retries a failed
+task or fails the whole dataset, while a scan must tell a video that kills or hangs its worker
+(stored as failed, the scan goes on) from a node that goes away (its videos run again elsewhere).
+An actor that dies is replaced and its video run once more on another actor; a video that kills
+two actors fails with the reason. An actor whose video makes no progress for `timeout` seconds is
+killed and replaced, and the video fails.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tagger.errors import ModelError, UsageError
+from tagger.executors import Executor, JobQueue, batch_sizes
+from tagger.model import CPU, LoadedModel, load_model
+from tagger.step import Outcome, VideoFailure, VideoJob, score_video
+
+HEALTH_EVERY = 2.0  # seconds between checks of the actors' progress
+ANSWER_WITHIN = 30.0  # seconds a busy actor has to say how long it has been idle
+
+
+class ScoringActor:
+    """One Ray actor: loads the scan's models once, then scores one video per call.
+
+    Runs with two threads (max_concurrency=2) so `idle_seconds` answers while `score` works.
+    """
+
+    def __init__(self, model_files: Mapping[str, tuple[str, bytes]], device: str, threads: int, batch_size: int):
+        folder = Path(tempfile.mkdtemp(prefix="tagger-models-"))
+        self.models: dict[str, LoadedModel] = {}
+        for stream, (name, data) in model_files.items():
+            (folder / name).write_bytes(data)
+            self.models[stream] = load_model(folder / name, device, threads)
+        self.batch_sizes = batch_sizes(self.models, batch_size)  # on this actor's device
+        self.labels = {stream: len(model.contract.labels) for stream, model in self.models.items()}
+        self._last_progress: float | None = None  # None while no video is being scored
+        self._lock = threading.Lock()
+
+    def _progress(self) -> None:
+        self._last_progress = time.monotonic()
+
+    def score(self, job: VideoJob) -> Outcome:
+        """The per-video step for `job`, scored with this actor's sessions."""
+        with self._lock:  # one video at a time, whatever max_concurrency allows
+            self._progress()
+            try:
+                scorers = {stream: self.models[stream].scores for stream in job.streams}
+                return score_video(job, scorers, self.labels, self.batch_sizes, self._progress)
+            finally:
+                self._last_progress = None
+
+    def idle_seconds(self) -> float:
+        """Seconds since the video being scored last made progress (0 when idle)."""
+        last = self._last_progress
+        return 0.0 if last is None else time.monotonic() - last
+
+    def describe(self) -> tuple[int, list[str]]:
+        """(process id, onnxruntime providers) of this actor."""
+        return os.getpid(), self.models["video"].providers
+
+
+@dataclass
+class _Running:
+    """A video on an actor."""
+
+    job: VideoJob
+    actor: object  # ray.actor.ActorHandle
+    attempt: int  # 0 first; 1 after an actor died under it
+
+
+class RayExecutor(Executor):
+    """A pool of `workers` ScoringActors on the cluster at `address` (a new local one when None)."""
+
+    def __init__(self, models, batch_sizes, workers, timeout, address: str | None = None, device: str = "auto"):
+        super().__init__(models, batch_sizes, workers, timeout)
+        try:
+            import ray
+        except ImportError:
+            raise UsageError("--executor ray needs Ray: pip install 'tagger[ray]'") from None
+        self.ray = ray
+        self.started_ray = False
+        if not ray.is_initialized():
+            self._connect(address)
+        _silence_raylet_messages()
+        resources = ray.cluster_resources()
+        cpus, gpus = int(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+        if device == "cuda" and not gpus:
+            raise ModelError("CUDA was asked for but the Ray cluster has no GPUs: use --device cpu or add GPU nodes")
+        self.actors = workers or max(1, cpus)
+        gpu_share = min(1.0, gpus / self.actors) if gpus and device != "cpu" else 0.0
+        self.actor_class = ray.remote(num_cpus=1, num_gpus=gpu_share, max_concurrency=2, max_restarts=0,
+                                      max_task_retries=0)(ScoringActor)
+        files = {stream: (model.path.name, model.path.read_bytes()) for stream, model in self.models.items()}
+        self.model_files = ray.put(files)
+        self.actor_device = "cuda" if gpu_share else "cpu"
+        self._pool: list = []
+        self._providers = [CPU]
+
+    def _connect(self, address: str | None) -> None:
+        options = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        try:
+            if address:
+                self.ray.init(address=address, **options)
+            else:  # RAY_ADDRESS when set, else a new local Ray on this machine's cores
+                from tagger.config import usable_cores
+
+                if os.environ.get("RAY_ADDRESS"):
+                    self.ray.init(**options)
+                else:
+                    self.ray.init(num_cpus=usable_cores(), **options)
+                    self.started_ray = True
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
+            raise UsageError(f"cannot reach the Ray cluster at {where}: {str(exc).splitlines()[0][:200]}; "
+                             "start it with `ray start --head` or fix --ray-address") from None
+
+    def _new_actor(self):
+        return self.actor_class.remote(self.model_files, self.actor_device, 1, self.batch_size)
+
+    @property
+    def providers(self) -> list[str]:
+        return self._providers
+
+    def outcomes(self, jobs: JobQueue, started: Callable[[VideoJob], None]) -> Iterator[Outcome]:
+        ray = self.ray
+        idle = [self._new_actor() for _ in range(max(1, min(self.actors, len(jobs))))]
+        self._pool = list(idle)
+        try:
+            _, self._providers = ray.get(idle[0].describe.remote())
+        except ray.exceptions.RayActorError as exc:
+            raise ModelError(f"the Ray actors could not load the models: {str(exc).splitlines()[0][:200]}") from None
+        running: dict = {}  # ObjectRef -> _Running
+        queue = iter(jobs)
+        exhausted = False
+        checked = time.monotonic()
+        while True:
+            while idle and not exhausted:
+                job = next(queue, None)
+                if job is None:
+                    exhausted = True
+                    break
+                job = replace(job, threads=1)  # an actor decodes on its one CPU
+                started(job)
+                actor = idle.pop()
+                running[actor.score.remote(job)] = _Running(job, actor, 0)
+            if not running:
+                return
+            done, _ = ray.wait(list(running), num_returns=1, timeout=HEALTH_EVERY)
+            for ref in done:
+                run = running.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:
+                    retry = self._replace(run.actor)
+                    if run.attempt == 0:  # the node or process may have died for reasons of its own
+                        running[retry.score.remote(run.job)] = _Running(run.job, retry, 1)
+                    else:
+                        idle.append(retry)
+                        yield VideoFailure(run.job.path, f"crash: two Ray workers died on this video ({_first(exc)})")
+                    continue
+                except ray.exceptions.RayTaskError as exc:
+                    raise exc.as_instanceof_cause() from None  # a model error: the scan cannot go on
+                idle.append(run.actor)
+                yield outcome
+            if time.monotonic() - checked >= HEALTH_EVERY:
+                checked = time.monotonic()
+                for ref, run in self._stalled(running):
+                    del running[ref]
+                    ray.kill(run.actor, no_restart=True)
+                    idle.append(self._replace(run.actor))
+                    yield VideoFailure(run.job.path, f"timeout: the Ray worker made no progress for {self.timeout:g} s "
+                                                     "(killed)")
+
+    def _stalled(self, running: dict) -> list:
+        """The runs whose actor has made no progress for `timeout` seconds, or cannot say."""
+        ray = self.ray
+        asks = {ref: run.actor.idle_seconds.remote() for ref, run in running.items()}
+        stalled = []
+        for ref, ask in asks.items():
+            try:
+                idle_for = ray.get(ask, timeout=ANSWER_WITHIN)
+            except ray.exceptions.GetTimeoutError:
+                idle_for = float("inf")
+            except ray.exceptions.RayActorError:
+                continue  # it died: ray.wait reports it with its result
+            if idle_for > self.timeout:
+                stalled.append((ref, running[ref]))
+        return stalled
+
+    def _replace(self, actor):
+        self.ray.kill(actor, no_restart=True)
+        new = self._new_actor()
+        self._pool = [new if a is actor else a for a in self._pool]
+        return new
+
+    def close(self) -> None:
+        for actor in self._pool:
+            self.ray.kill(actor, no_restart=True)
+        self._pool = []
+        if self.started_ray:
+            self.ray.shutdown()
+
+
+def _silence_raylet_messages() -> None:
+    """Keep the Ray driver from printing the raylet's error messages ("A worker died ...", a
+    paragraph each) to standard output, where they would break `--json` and the progress display:
+    the scan reports each affected video with its reason instead. Ray has no option for this, so its
+    printer is wrapped; if a Ray release moves it, the messages simply show again."""
+    try:
+        from ray._private import worker
+    except ImportError:
+        return
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "tagger_quiet", False):
+        return
+
+    def quiet(data, *args, **kwargs):
+        if data.get("pid") != "raylet":
+            printer(data, *args, **kwargs)
+
+    quiet.tagger_quiet = True
+    worker.print_to_stdstream = quiet
+
+
+def _first(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -1,0 +1,158 @@
+"""Scans sharing a database: videos are claimed before they are decoded, claims are leases, and two
+scans over one tree tag every video exactly once. Also: database URLs whose driver is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from synthetic import BLUE, GREEN, RED, solid, write_video
+from tagger.cli import app
+from tagger.pipeline import claim_owner, claimer_gone
+from tagger.store import Store
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+ELSEWHERE = "another-machine/0000:4242:abcdef01"  # a claimer on another machine: only its lease counts
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path) -> str:
+    """A new database of each kind."""
+    if request.param == "sqlite":
+        return str(tmp_path / "claims.db")
+    return request.getfixturevalue("postgres_url")
+
+
+def _always(stored) -> bool:
+    return True
+
+
+def test_a_live_claim_keeps_other_scans_off_until_its_lease_expires(db):
+    store = Store(db)
+    try:
+        assert store.claim("/v/a.mp4", ELSEWHERE, 1.0, _always) == "claimed"
+        assert store.claim("/v/a.mp4", "me/1:1:1", 60, _always) == "busy"
+        store.renew_claims(ELSEWHERE, 1.5)
+        time.sleep(1.0)
+        assert store.claim("/v/a.mp4", "me/1:1:1", 60, _always) == "busy"  # renewed: still live
+        time.sleep(0.7)
+        assert store.claim("/v/a.mp4", "me/1:1:1", 60, _always) == "claimed"  # its claimer stopped renewing
+        assert store.claim("/v/a.mp4", ELSEWHERE, 60, _always) == "busy"
+        store.release_claims("me/1:1:1")
+        assert store.claim("/v/a.mp4", ELSEWHERE, 60, _always) == "claimed"
+    finally:
+        store.close()
+
+
+def test_a_video_tagged_meanwhile_is_not_claimed(db):
+    store = Store(db)
+    try:
+        assert store.claim("/v/a.mp4", ELSEWHERE, 60, lambda stored: stored is None) == "claimed"
+        store.release_claims(ELSEWHERE)
+        assert store.claim("/v/a.mp4", "me/1:1:1", 60, lambda stored: False) == "current"
+    finally:
+        store.close()
+
+
+def test_claims_of_a_dead_scan_on_this_machine_are_free_at_once(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    machine = claim_owner().split(":")[0]
+    owner = f"{machine}:{int(dead.stdout)}:deadbeef"
+    assert claimer_gone(owner)
+    assert not claimer_gone(claim_owner())  # this process is alive
+    assert not claimer_gone(ELSEWHERE)  # another machine: wait for its lease
+    store = Store(str(tmp_path / "t.db"))
+    try:
+        assert store.claim("/v/a.mp4", owner, 600, _always) == "claimed"
+        assert store.claim("/v/a.mp4", claim_owner(), 60, _always, claimer_gone) == "claimed"
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """Twelve short videos."""
+    root = tmp_path_factory.mktemp("tree")
+    for i in range(12):
+        write_video(root / f"v{i:02d}.avi", 2 + i % 3, colour_at=solid((RED, GREEN, BLUE)[i % 3]))
+    return root
+
+
+@pytest.mark.slow
+def test_two_scans_on_one_database_tag_every_video_exactly_once(db, tree, colour_model, tmp_path):
+    log = tmp_path / "opened.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)]), "TAGGER_TEST_OPEN_LOG": str(log)}
+    command = [sys.executable, "-m", "tagger.cli", "scan", str(tree), "--db", db, "--model", str(colour_model),
+               "--decoders", "fake_decoders:CountingSource", "--workers", "1", "--json"]
+    scans = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [scan.communicate(timeout=300) for scan in scans]
+    assert [scan.returncode for scan in scans] == [0, 0], [err for _, err in results]
+    summaries = [json.loads(out) for out, _ in results]
+    opened = log.read_text().splitlines()
+    videos = sorted(str(p) for p in tree.iterdir())
+    assert sorted(opened) == videos  # each video decoded once, by one of the two scans
+    assert sum(s["tagged"] for s in summaries) == 12
+    assert all(s["tagged"] > 0 for s in summaries), summaries  # the tree was shared out, not done twice
+    store = Store(db, create=False)
+    try:
+        known = store.known_videos()
+    finally:
+        store.close()
+    assert sorted(known) == videos and {v.status for v in known.values()} == {"ok"}
+
+
+def test_a_scan_releases_its_claims_when_it_ends(tmp_path, colour_model, runner):
+    write_video(tmp_path / "a.avi", 1, colour_at=solid(RED))
+    db = tmp_path / "t.db"
+    result = runner.invoke(app, ["scan", str(tmp_path / "a.avi"), "--db", str(db), "--model", str(colour_model)])
+    assert result.exit_code == 0, result.output
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select count(*) from claims").fetchone() == (0,)
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("postgresql://tagger@localhost/tags",
+     "Error: --db postgresql://tagger@localhost/tags needs the database driver 'psycopg', which is not installed: "
+     "pip install 'tagger[postgres]'"),
+    ("postgresql+psycopg://tagger:secret@localhost/tags",
+     "Error: --db postgresql+psycopg://tagger:***@localhost/tags needs the database driver 'psycopg', which is not "
+     "installed: pip install 'tagger[postgres]'"),
+])
+def test_a_database_url_whose_driver_is_missing_is_exit_5_naming_the_extra(monkeypatch, runner, tmp_path, url,
+                                                                           message, colour_model):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if tagger[postgres] were not installed
+    write_video(tmp_path / "a.avi", 1)
+    for command in (["scan", str(tmp_path), "--model", str(colour_model)], ["query"]):
+        result = runner.invoke(app, [*command, "--db", url])
+        assert result.exit_code == 5, result.output
+        assert result.stderr.strip() == message
+
+
+def test_executor_ray_without_ray_installed_is_exit_2(monkeypatch, runner, tmp_path, colour_model):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    write_video(tmp_path / "a.avi", 1)
+    result = runner.invoke(app, ["scan", str(tmp_path), "--db", str(tmp_path / "t.db"), "--model", str(colour_model),
+                                 "--executor", "ray"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == "Error: --executor ray needs Ray: pip install 'tagger[ray]'"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--executor", "spark"], "Error: --executor 'spark' is not one of local, ray"),
+    (["--ray-address", "auto"], "Error: --ray-address needs --executor ray"),
+    (["--lease", "0"], "Error: --lease must be positive, got 0.0"),
+])
+def test_executor_options_are_checked(runner, tmp_path, args, message):
+    result = runner.invoke(app, ["scan", str(tmp_path), "--db", str(tmp_path / "t.db"), *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == message
