@@ -156,3 +156,14 @@ def test_executor_options_are_checked(runner, tmp_path, args, message):
     result = runner.invoke(app, ["scan", str(tmp_path), "--db", str(tmp_path / "t.db"), *args])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == message
+
+
+def test_an_unreachable_ray_cluster_is_one_line_and_exit_2(runner, tmp_path, colour_model):
+    pytest.importorskip("ray", reason="needs Ray: pip install '.[ray]'")
+    write_video(tmp_path / "a.avi", 1)
+    result = runner.invoke(app, ["scan", str(tmp_path), "--db", str(tmp_path / "t.db"), "--model", str(colour_model),
+                                 "--executor", "ray", "--ray-address", "127.0.0.1:1"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == ("Error: cannot reach the Ray cluster at 127.0.0.1:1 (Connection refused): "
+                                     "start it with `ray start --head`, or fix --ray-address")  # checked before
+    # ray.init, which would retry an unreachable address for minutes

@@ -17,6 +17,7 @@ killed and replaced, and the video fails.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -111,7 +112,9 @@ class RayExecutor(Executor):
         self._providers = [CPU]
 
     def _connect(self, address: str | None) -> None:
-        options = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        options = dict(log_to_driver=False, logging_level="ERROR")
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # no C++ warnings on the user's terminal
+        _check_reachable(address or os.environ.get("RAY_ADDRESS"))
         try:
             if address:
                 self.ray.init(address=address, **options)
@@ -121,12 +124,12 @@ class RayExecutor(Executor):
                 if os.environ.get("RAY_ADDRESS"):
                     self.ray.init(**options)
                 else:
-                    self.ray.init(num_cpus=usable_cores(), **options)
+                    self.ray.init(num_cpus=usable_cores(), include_dashboard=False, **options)
                     self.started_ray = True
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
-            raise UsageError(f"cannot reach the Ray cluster at {where}: {str(exc).splitlines()[0][:200]}; "
-                             "start it with `ray start --head` or fix --ray-address") from None
+            raise UsageError(f"cannot reach the Ray cluster at {where} ({_first(exc).rstrip('.')}): start it with "
+                             "`ray start --head`, or fix --ray-address") from None
 
     def _new_actor(self):
         return self.actor_class.remote(self.model_files, self.actor_device, 1, self.batch_size)
@@ -213,6 +216,21 @@ class RayExecutor(Executor):
         self._pool = []
         if self.started_ray:
             self.ray.shutdown()
+
+
+def _check_reachable(address: str | None) -> None:
+    """UsageError unless something listens at a HOST:PORT Ray address: ray.init would otherwise
+    retry an unreachable one for minutes. "auto" and an unset address are Ray's to resolve."""
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not port.isdigit():
+        raise UsageError(f"--ray-address {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UsageError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}): start it with "
+                         "`ray start --head`, or fix --ray-address") from None
 
 
 def _silence_raylet_messages() -> None:
