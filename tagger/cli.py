@@ -277,6 +277,39 @@ def failed(db: DbOption = None) -> None:
         typer.echo(f"{path}\t{reason}")
 
 
+@app.command("export")
+@_boundary
+def export_tags(
+    output_format: Annotated[str, typer.Option("--format", "-f", help="csv, json, vtt, srt (players), edl or otio (editors)")] = "csv",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="csv, json: a file, or - for standard output; vtt, srt, edl, otio: a folder")] = None,
+    sidecar: Annotated[bool, typer.Option("--sidecar", help="vtt, srt, edl, otio: write each video's file beside it (<stem>.tagger.vtt)")] = False,
+    label: LabelOption = None,
+    min_score: MinScoreOption = None,
+    path: PathOption = None,
+    min_duration: MinDurationOption = None,
+    model: QueryModelOption = None,
+    source: SourceOption = None,
+    threshold: ThresholdOption = None,
+    smooth: SmoothOption = 1,
+    max_gap: MaxGapOption = 1,
+    db: DbOption = None,
+) -> None:
+    """Write stored segments as CSV or JSON, subtitles for players (vtt, srt) or markers for editors (edl, otio).
+
+    Example: tagger export --format vtt --sidecar --label PlayingGuitar
+    """
+    from tagger.export import ExportTarget
+    from tagger.queries import SegmentQuery
+    from tagger.reading import segment_records
+
+    target = ExportTarget.check(output_format, output, sidecar)
+    query = SegmentQuery(tuple(label or ()), min_score, path, None, min_duration, model, source)
+    records = segment_records(resolve_db(db), query, threshold, SegmentRules(smooth=smooth, max_gap=max_gap))
+    done = target.write(records)
+    if done:
+        err.print(done, markup=False, highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
