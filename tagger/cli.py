@@ -310,6 +310,29 @@ def export_tags(
         err.print(done, markup=False, highlight=False)
 
 
+@app.command()
+@_boundary
+def report(
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder for index.html and thumbs/ (created when missing)")] = "tagger-report",
+    thumbnails: Annotated[int, typer.Option("--thumbnails", help="Thumbnails per video at most: the best segments' middle frames")] = 3,
+    no_thumbnails: Annotated[bool, typer.Option("--no-thumbnails", help="Decode nothing: a page without thumbnails")] = False,
+    db: DbOption = None,
+) -> None:
+    """Write a static HTML report: summary, timelines per label, thumbnails, filters; opens offline.
+
+    Example: tagger report -o report && xdg-open report/index.html
+    """
+    from pathlib import Path
+
+    from tagger.report import ReportSettings, write_report
+
+    if thumbnails < 0:
+        raise errors.UsageError(f"--thumbnails must be 0 or more, got {thumbnails}")
+    done = write_report(resolve_db(db), ReportSettings(Path(output), 0 if no_thumbnails else thumbnails))
+    err.print(f"wrote {done.page}: {done.videos} videos, {done.failed} failed, {done.segments} segments, "
+              f"{done.thumbnails} thumbnails in {done.seconds:.1f} s", markup=False, highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
