@@ -1,9 +1,9 @@
 """`tagger report`: the page's data, its thumbnails, wrong input, and the page driven in headless chromium.
 
 The store comes from a real in-process scan with the colour model of generated videos: red until
-3 s, grey until 6 s, then blue (10 s at 25 fps); a 6 s green video whose name is HTML; and a
-file of random bytes, which fails. The last test scans real clips from ../shared/data with the
-shipped models.
+3 s, grey until 6 s, then blue (10 s at 25 fps); a 6 s green video whose name is HTML; a 4 s grey
+video, which gets no tags; and a file of random bytes, which fails. The last test scans real clips
+from ../shared/data with the shipped models.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def scanned(tmp_path_factory, colour_model):
     root.mkdir()
     write_video(root / "red_grey_blue.avi", 10, colour_at=timeline((3, RED), (6, GREY), (99, BLUE)))
     write_video(root / f"{HTML_NAME}.avi", 6, colour_at=solid(GREEN))
+    write_video(root / "grey.avi", 4, colour_at=solid(GREY))
     (root / "broken.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     db = root.parent / "tags.db"
     result = CliRunner().invoke(app, ["scan", str(root), "--db", str(db), "--model", str(colour_model), "-q"])
@@ -48,7 +49,7 @@ def report(scanned, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "report"
     result = CliRunner().invoke(app, ["report", "--db", str(db), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert re.fullmatch(rf"wrote {re.escape(str(out))}/index.html: 2 videos, 1 failed, 3 segments, 3 thumbnails in "
+    assert re.fullmatch(rf"wrote {re.escape(str(out))}/index.html: 3 videos, 1 failed, 3 segments, 3 thumbnails in "
                         r"\d+\.\d s\n", result.stderr), result.stderr
     return out
 
@@ -70,12 +71,12 @@ def test_page_holds_summary_videos_segments_and_failures(scanned, report):
     root, _ = scanned
     data = page_data(report)
     assert data["labels"] == ["Blue", "Green", "Red"]
-    assert data["summary"] == {"videos": 3, "tagged": 2, "failed": 1, "hours": round(16 / 3600, 3), "segments": 3}
+    assert data["summary"] == {"videos": 4, "tagged": 3, "failed": 1, "hours": round(20 / 3600, 3), "segments": 3}
     assert [row[:4] for row in data["per_label"]] == [["Blue", 1, 1, 4.0], ["Green", 1, 1, 6.0], ["Red", 1, 1, 3.0]]
     ((failed, reason),) = data["failures"]
     assert failed == str(root / "broken.mp4") and reason.startswith("pyav: ")
     by_name = {Path(v["path"]).name: v for v in data["videos"]}
-    assert sorted(by_name) == sorted([f"{HTML_NAME}.avi", "red_grey_blue.avi"])
+    assert sorted(by_name) == sorted([f"{HTML_NAME}.avi", "grey.avi", "red_grey_blue.avi"])
     video = by_name["red_grey_blue.avi"]
     assert (video["uri"], video["duration"], video["fps"], video["size"]) == (
         (root / "red_grey_blue.avi").as_uri(), 10.0, 25.0, "160x120")
@@ -89,7 +90,7 @@ def test_thumbnails_are_the_segments_middle_frames(report):
     video = next(v for v in data["videos"] if v["path"].endswith("red_grey_blue.avi"))
     red, blue = video["segments"]
     assert red[5] and blue[5] and sorted(p.name for p in (report / "thumbs").iterdir()) == [
-        "000000-0.jpg", "000001-0.jpg", "000001-1.jpg"]
+        "000000-0.jpg", "000002-0.jpg", "000002-1.jpg"]
     for segment, channel in ((red, 0), (blue, 2)):
         image = _decode_image((report / segment[5]).read_bytes())
         assert image.shape[:2] == (90, 120)  # 160x120 with the short side at 90
@@ -140,6 +141,10 @@ def test_page_in_headless_chromium_filters_and_draws_the_timeline(scanned, repor
         names = [e.text for e in driver.find_elements("css selector", ".video h3 a")]
         assert names == [f"{HTML_NAME}.avi".replace("\n", " "), "red_grey_blue.avi"]  # shown as text, nothing run
         assert sorted(e.get_attribute("data-label") for e in _visible(driver, ".seg[data-label]")) == ["Blue", "Green", "Red"]
+        driver.find_element("id", "f-tagged").click()  # untagged videos too
+        assert driver.find_element("id", "count").text == "3 videos, 3 segments"
+        assert [e.text for e in _visible(driver, ".video .none")] == ["no segments"]
+        driver.find_element("id", "f-tagged").click()
 
         Select(driver.find_element("id", "f-label")).select_by_visible_text("Red")
         assert driver.find_element("id", "count").text == "1 video, 1 segment"
