@@ -288,6 +288,62 @@ def failed(db: DbOption = None) -> None:
         typer.echo(f"{path}\t{reason}")
 
 
+@app.command("export")
+@_boundary
+def export_tags(
+    output_format: Annotated[str, typer.Option("--format", "-f", help="csv, json, vtt, srt (players), edl or otio (editors)")] = "csv",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="csv, json: a file, or - for standard output; vtt, srt, edl, otio: a folder")] = None,
+    sidecar: Annotated[bool, typer.Option("--sidecar", help="vtt, srt, edl, otio: write each video's file beside it (<stem>.tagger.vtt)")] = False,
+    label: LabelOption = None,
+    min_score: MinScoreOption = None,
+    path: PathOption = None,
+    min_duration: MinDurationOption = None,
+    model: QueryModelOption = None,
+    source: SourceOption = None,
+    threshold: ThresholdOption = None,
+    smooth: SmoothOption = 1,
+    max_gap: MaxGapOption = 1,
+    db: DbOption = None,
+) -> None:
+    """Write stored segments as CSV or JSON, subtitles for players (vtt, srt) or markers for editors (edl, otio).
+
+    Example: tagger export --format vtt --sidecar --label PlayingGuitar
+    """
+    from tagger.export import ExportTarget
+    from tagger.queries import SegmentQuery
+    from tagger.reading import segment_records
+
+    target = ExportTarget.check(output_format, output, sidecar)
+    query = SegmentQuery(tuple(label or ()), min_score, path, None, min_duration, model, source)
+    records = segment_records(resolve_db(db), query, threshold, SegmentRules(smooth=smooth, max_gap=max_gap))
+    done = target.write(records)
+    if done:
+        err.print(done, markup=False, highlight=False)
+
+
+@app.command()
+@_boundary
+def report(
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder for index.html and thumbs/ (created when missing)")] = "tagger-report",
+    thumbnails: Annotated[int, typer.Option("--thumbnails", help="Thumbnails per video at most: the best segments' middle frames")] = 3,
+    no_thumbnails: Annotated[bool, typer.Option("--no-thumbnails", help="Decode nothing: a page without thumbnails")] = False,
+    db: DbOption = None,
+) -> None:
+    """Write a static HTML report: summary, timelines per label, thumbnails, filters; opens offline.
+
+    Example: tagger report -o report && xdg-open report/index.html
+    """
+    from pathlib import Path
+
+    from tagger.report import ReportSettings, write_report
+
+    if thumbnails < 0:
+        raise errors.UsageError(f"--thumbnails must be 0 or more, got {thumbnails}")
+    done = write_report(resolve_db(db), ReportSettings(Path(output), 0 if no_thumbnails else thumbnails))
+    err.print(f"wrote {done.page}: {done.videos} videos, {done.failed} failed, {done.segments} segments, "
+              f"{done.thumbnails} thumbnails in {done.seconds:.1f} s", markup=False, highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

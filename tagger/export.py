@@ -1,4 +1,4 @@
-"""CSV and JSON writers for stored segments.
+"""CSV and JSON writers for stored segments, and `tagger export`'s choice among every format.
 
 CSV follows RFC 4180 through Python's csv module (commas, quotes, newlines and non-ASCII round-trip),
 and a cell a spreadsheet would run as a formula gets a leading apostrophe, so it opens inert.
@@ -11,15 +11,19 @@ import json
 import os
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from tagger.errors import UsageError
+from tagger.sidecars import SIDECAR_FORMATS, opentimelineio, output_folder, write_sidecars
 
 SEGMENT_FIELDS = (
     "path", "label", "start_s", "end_s", "duration_s", "start_tc", "end_tc",
     "score", "max_score", "source", "model", "video_duration_s", "fps",
 )
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+EXPORT_FORMATS = ("csv", "json", *SIDECAR_FORMATS)
 
 
 def timecode(seconds: float) -> str:
@@ -90,3 +94,58 @@ def write_json(records: Iterable[dict], out: TextIO) -> int:
     json.dump(items, out, ensure_ascii=False, indent=1)
     out.write("\n")
     return len(items)
+
+
+def write_json_file(records: Iterable[dict], output: str) -> int:
+    """Write a JSON array to the file `output`, or to standard output for '-'; returns the number of rows."""
+    if output == "-":
+        return write_json(records, sys.stdout)
+    partial = f"{output}.partial"
+    try:
+        with open(partial, "w", encoding="utf-8") as handle:
+            count = write_json(records, handle)
+        os.replace(partial, output)
+        return count
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror}; choose another --output") from exc
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+@dataclass(frozen=True)
+class ExportTarget:
+    """Where `tagger export` writes: a file (or '-') for csv/json, a folder or each video's folder otherwise."""
+
+    fmt: str
+    output: str | None
+    folder: Path | None = None  # sidecar formats: None = beside each video
+
+    @classmethod
+    def check(cls, fmt: str, output: str | None, sidecar: bool) -> ExportTarget:
+        """Validate the format and destination before anything is read.
+
+        Raises:
+            UsageError: unknown format, a destination the format cannot use, or otio not installed.
+        """
+        if fmt not in EXPORT_FORMATS:
+            raise UsageError(f"--format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
+        if fmt in ("csv", "json"):
+            if sidecar:
+                raise UsageError(f"--sidecar is for {', '.join(SIDECAR_FORMATS)}; --format {fmt} writes one file: pass -o FILE")
+            return cls(fmt, output or "-")
+        if fmt == "otio":
+            opentimelineio()
+        return cls(fmt, output, output_folder(output, fmt, sidecar))
+
+    def write(self, records: Iterable[dict]) -> str:
+        """Write `records`; returns what was written, for the user (empty for standard output)."""
+        if self.fmt == "csv":
+            count = write_csv_file(records, self.output, SEGMENT_FIELDS)
+        elif self.fmt == "json":
+            count = write_json_file(records, self.output)
+        else:
+            files, segments = write_sidecars(records, self.fmt, self.folder)
+            where = "beside the videos" if self.folder is None else f"to {self.output}"
+            return f"wrote {files} .{self.fmt} files ({segments} segments) {where}"
+        return "" if self.output == "-" else f"wrote {count} rows to {self.output}"

@@ -167,3 +167,13 @@ def select_failed(conn: sa.Connection) -> list[sa.Row]:
     """Videos whose last scan failed, with the reason."""
     stmt = sa.select(videos.c.path, videos.c.error, videos.c.scanned_at).where(videos.c.status == "failed")
     return list(conn.execute(stmt.order_by(videos.c.path)))
+
+
+def select_videos(conn: sa.Connection) -> list[sa.Row]:
+    """Every stored video, tagged or failed, with its model's name, in path order."""
+    stmt = (
+        sa.select(videos.c.path, videos.c.status, videos.c.error, videos.c.duration, videos.c.fps, videos.c.width,
+                  videos.c.height, videos.c.decoder, models.c.name.label("model"))
+        .join(models, models.c.id == videos.c.model_id, isouter=True)
+    )
+    return list(conn.execute(stmt.order_by(videos.c.path)))

@@ -10,7 +10,7 @@ import pytest
 
 from tagger.cli import app
 
-COMMANDS = ["scan", "models", "query", "export-csv", "show", "failed"]
+COMMANDS = ["scan", "models", "query", "export-csv", "show", "failed", "report", "export"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
