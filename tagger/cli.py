@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import traceback
 from typing import Annotated, Optional
 
@@ -344,8 +345,13 @@ def report(
               f"{done.thumbnails} thumbnails in {done.seconds:.1f} s", markup=False, highlight=False)
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (kill, systemd, a batch scheduler) stops a scan as Ctrl-C does
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminated)
     app()
 
 

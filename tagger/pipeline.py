@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from tagger.config import ScanSettings
 from tagger.discover import FoundVideo, find_videos, fingerprint
-from tagger.errors import ModelError
+from tagger.errors import DatabaseError, ModelError
 from tagger.executors import Executor, make_executor
 from tagger.fusion import fuse_segments
 from tagger.model import LoadedModel, load_audio_model, load_model
@@ -139,29 +139,38 @@ class Scanner:
         self.summary.found = len(found)
         self.summary.skipped = len(found) - len(todo) - len(resegment)
         options = {k: v for k, v in asdict(self.settings).items() if k != "db"}
-        self.summary.scan_id = self.store.start_scan(list(paths), self.model_id, options)
+        self.summary.scan_id = self.store.start_scan(list(paths), self.model_id, options, self.owner, claimer_gone)
         status = "interrupted"
+        database_failed = False
+        _RUNNING.add(self.owner)
         try:
-            todo += [video for video in resegment if not self._resegment(video, known[video.path].settings)]
-            self.progress.start(len(todo), self.summary.skipped)
-            if todo:
-                with _Lease(self.store, self.owner, self.settings.lease):
+            with _Lease(self.store, self.owner, self.settings.lease):
+                todo += [video for video in resegment if not self._resegment(video, known[video.path].settings)]
+                self.progress.start(len(todo), self.summary.skipped)
+                if todo:
                     outcomes = self.executor.outcomes(_ClaimedJobs(self, todo), self._started)
                     try:
                         for outcome in outcomes:
                             self._store(outcome)
                     finally:
                         outcomes.close()
-            self.summary.providers = self.executor.providers
-            status = "finished"
+                self.summary.providers = self.executor.providers
+                status = "finished"
+        except DatabaseError:
+            # No more writes: the claims lapse by themselves, and the next scan records this one as
+            # interrupted; waiting for a locked database again would only delay the message.
+            database_failed = True
+            raise
         finally:
-            self.store.release_claims(self.owner)
+            _RUNNING.discard(self.owner)
             self.summary.interrupted = status != "finished"
             self.summary.wall_seconds = time.monotonic() - began
-            counts = {"found": self.summary.found, "tagged": self.summary.tagged, "skipped": self.summary.skipped,
-                      "failed": len(self.summary.failed), "segments": self.summary.segments,
-                      "elsewhere": self.summary.elsewhere}
-            self.store.finish_scan(self.summary.scan_id, status, counts)
+            if not database_failed:
+                self.store.release_claims(self.owner)
+                counts = {"found": self.summary.found, "tagged": self.summary.tagged, "skipped": self.summary.skipped,
+                          "failed": len(self.summary.failed), "segments": self.summary.segments,
+                          "elsewhere": self.summary.elsewhere}
+                self.store.finish_scan(self.summary.scan_id, status, counts)
         return self.summary
 
     def _stored_state(self, video: FoundVideo, stored: StoredVideo | None) -> str:
@@ -289,13 +298,19 @@ def claim_owner() -> str:
     return f"{_machine()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+_RUNNING: set[str] = set()  # the owners of the scans running in this process
+
+
 def claimer_gone(owner: str) -> bool:
-    """Whether the scan that wrote `owner` ran on this machine and its process has ended (killed):
-    its claims are free at once. Other machines' claims are free when their lease expires."""
+    """Whether the scan that wrote `owner` ran on this machine and has ended (its process killed, or
+    an earlier scan of this process that stopped on a database error): its claims are free at once.
+    Other machines' claims are free when their lease expires."""
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
     if host != _machine() or not pid.isdigit():
         return False
+    if int(pid) == os.getpid():
+        return owner not in _RUNNING
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:

@@ -27,8 +27,10 @@ SCHEMA_VERSION = 3
 # tables need no entry: `metadata.create_all` adds them.
 MIGRATIONS = {
     2: [("videos", "settings", "ALTER TABLE videos ADD COLUMN settings VARCHAR")],  # tagging settings
-    3: [],  # the claims table
+    3: [("scans", "owner", "ALTER TABLE scans ADD COLUMN owner VARCHAR"),  # with the claims table
+        ("scans", "alive_at", "ALTER TABLE scans ADD COLUMN alive_at FLOAT")],
 }
+LOCK_WAIT_MS = 60_000  # how long a write waits for another process's SQLite write lock
 metadata = sa.MetaData()
 
 meta_table = sa.Table(
@@ -100,6 +102,8 @@ scans = sa.Table(
     sa.Column("model_id", sa.ForeignKey("models.id")),
     sa.Column("counts", sa.JSON),
     sa.Column("options", sa.JSON),
+    sa.Column("owner", sa.String),  # the scan process, as its claims name it
+    sa.Column("alive_at", sa.Float),  # when it last renewed its claims: a running scan that stops is dead
 )
 
 # A video a scan is decoding: claimed before it is decoded, released when it is stored. The claim
@@ -229,10 +233,18 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite: concurrent scans queue, never deadlock)."""
-        with self.engine.connect().execution_options(tagger_write=True) as conn:
-            with conn.begin():
-                yield conn
+        """A write transaction (BEGIN IMMEDIATE on SQLite: concurrent scans queue, never deadlock).
+
+        Raises:
+            DatabaseError: the database stayed locked by another process, the disk is full, or the
+                write failed otherwise; one line saying what to do.
+        """
+        try:
+            with self.engine.connect().execution_options(tagger_write=True) as conn:
+                with conn.begin():
+                    yield conn
+        except sa.exc.OperationalError as exc:
+            raise _write_failure(exc, self.target) from exc
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -285,10 +297,12 @@ class Store:
             return "claimed" if inserted is not None else "busy"
 
     def renew_claims(self, owner: str, lease: float) -> None:
-        """Extend every claim of `owner` to `lease` seconds from now."""
+        """Extend every claim of `owner` to `lease` seconds from now, and record that it is alive."""
         with self.write() as conn:
-            conn.execute(sa.update(claims).where(claims.c.owner == owner)
-                         .values(expires_at=_database_time(conn) + lease))
+            now = _database_time(conn)
+            conn.execute(sa.update(claims).where(claims.c.owner == owner).values(expires_at=now + lease))
+            conn.execute(sa.update(scans).where(scans.c.owner == owner, scans.c.status == "running")
+                         .values(alive_at=now))
 
     def release_claims(self, owner: str) -> None:
         """Drop every claim `owner` still holds (videos it did not finish)."""
@@ -370,12 +384,22 @@ class Store:
                                                                                scanned_at=time.time()))
             return derived
 
-    def start_scan(self, roots: Sequence[str], model_id: int, options: dict) -> int:
-        """Record that a scan began; returns its id."""
+    def start_scan(self, roots: Sequence[str], model_id: int, options: dict, owner: str,
+                   gone: Callable[[str], bool]) -> int:
+        """Record that a scan began; returns its id. Scans still recorded as running whose process
+        is `gone`, or that stopped renewing their claims three leases ago, were killed: they are
+        recorded as interrupted."""
         with self.write() as conn:
+            now = _database_time(conn)
+            running = conn.execute(sa.select(scans.c.id, scans.c.owner, scans.c.alive_at, scans.c.options)
+                                   .where(scans.c.status == "running")).all()
+            dead = [row.id for row in running if row.owner is None or gone(row.owner)
+                    or (row.alive_at or 0) + 3 * float((row.options or {}).get("lease", 60)) < now]
+            if dead:
+                conn.execute(sa.update(scans).where(scans.c.id.in_(dead)).values(status="interrupted"))
             return conn.execute(
                 sa.insert(scans).values(started_at=time.time(), status="running", roots=list(roots),
-                                        model_id=model_id, options=options)
+                                        model_id=model_id, options=options, owner=owner, alive_at=now)
             ).inserted_primary_key[0]
 
     def finish_scan(self, scan_id: int, status: str, counts: dict) -> None:
@@ -430,7 +454,7 @@ def _configure_sqlite(engine: sa.Engine) -> None:
     def _on_connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout = 60000")  # concurrent scans wait, not fail
+        cursor.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_MS}")  # concurrent scans wait, not fail
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -466,6 +490,16 @@ def _create_engine(url: str, shown: str) -> sa.Engine:
     except sa.exc.ArgumentError as exc:
         raise DatabaseError(f"--db {shown} is not a database URL ({exc}); use a file path or "
                             "postgresql://USER@HOST/DB") from None
+
+
+def _write_failure(exc: sa.exc.OperationalError, target: str) -> DatabaseError:
+    """The one-line error for a write the database refused."""
+    reason = _reason(exc)
+    if "database is locked" in reason or "database table is locked" in reason:
+        return DatabaseError("database is locked by another process: wait and run again")
+    if "disk is full" in reason or "No space left" in reason or getattr(exc.orig, "sqlstate", "") == "53100":
+        return DatabaseError(f"the disk holding {target} is full: free some space and run the scan again")
+    return DatabaseError(f"cannot write to database {target}: {reason}")
 
 
 def _reason(exc: sa.exc.SQLAlchemyError) -> str:

@@ -91,3 +91,14 @@ class CountingSource(DecordSource):
         with open(os.environ["TAGGER_TEST_OPEN_LOG"], "a") as log:
             log.write(path + "\n")
         super().__init__(path, short_side)
+
+
+class SlowFramesSource(DecordSource):
+    """decord, 0.25 s per frame: a steady, slow decoder that a pause must not make look hung."""
+
+    name = "decord"
+
+    def read(self, indices):
+        for item in super().read(indices):
+            time.sleep(0.25)
+            yield item

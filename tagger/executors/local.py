@@ -15,9 +15,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 
@@ -48,7 +50,8 @@ class _Decoder:
     def __init__(self, context):
         self.conn, child = context.Pipe()
         self.process = context.Process(target=decoder_main, args=(child,), daemon=True)
-        self.process.start()
+        with _stderr_to_devnull():
+            self.process.start()
         child.close()
         self.job: int | None = None
         self.last_progress = time.monotonic()
@@ -72,6 +75,27 @@ class _Decoder:
             self.kill()
 
 
+@contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null while a decoder process starts, so the decoder inherits
+    it: a Ctrl-C (sent to the whole process group) during its first second of imports would
+    otherwise print its traceback, before `decoder_main` can silence it. Its reasons reach the scan
+    as events, never on stderr. This process's own stderr is back before anything is printed."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 @dataclass
 class _Pending:
     """Inputs waiting to be scored, and where their scores go."""
@@ -79,6 +103,49 @@ class _Pending:
     job_id: int
     generation: int
     inputs: Inputs
+
+
+class _PauseClock:
+    """Seconds this whole process spent stopped (Ctrl-Z, SIGSTOP) or starved of CPU, so far.
+
+    A thread beats every 0.2 s; a gap of over a second between two beats means the process was
+    held. The decoders' timeout measures their own lack of progress, so such pauses are added to
+    their grace: a decoder stopped with its scan, or blocked on a full pipe while the scan was
+    stopped, did nothing wrong.
+    """
+
+    BEAT = 0.2
+    GAP = 1.0
+
+    def __init__(self):
+        self.paused = 0.0
+        self.last_beat = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tagger-pause-clock", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.last_beat = time.monotonic()
+        while not self._stop.wait(self.BEAT):
+            now = time.monotonic()
+            if now - self.last_beat > self.GAP:
+                self.paused += now - self.last_beat - self.BEAT
+            self.last_beat = now
+
+    def settled(self) -> bool:
+        """False just after a pause, until the beating thread has counted it (it may wake after
+        the main thread)."""
+        return time.monotonic() - self.last_beat <= self.GAP
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _grant(decoders: list[_Decoder], seconds: float) -> None:
+    """Add `seconds` the decoders could not have used to their grace."""
+    for decoder in decoders:
+        decoder.last_progress += seconds
 
 
 def decoder_threads(decoders: list, queued: int) -> int:
@@ -106,6 +173,8 @@ class LocalExecutor(Executor):
         decoders = [_Decoder(context) for _ in range(max(1, min(self.workers, len(jobs))))]
         queue = iter(jobs)
         exhausted = False
+        clock = _PauseClock()
+        paused = 0.0
         try:
             while not exhausted or self._sheets:
                 for decoder in decoders:
@@ -127,10 +196,17 @@ class LocalExecutor(Executor):
                 for stream, pending in self._pending.items():
                     if sum(len(p.inputs.data) for p in pending) >= self.batch_sizes[stream] or (pending and not ready):
                         self._score(stream)
-                decoders = [self._check_health(d, context) for d in decoders]
+                settled = clock.settled()  # read first: a pause it reports is counted in clock.paused
+                _grant(decoders, clock.paused - paused)
+                paused = clock.paused
+                if settled:
+                    decoders = [self._check_health(d, context) for d in decoders]
                 while self._done:
+                    handed = time.monotonic()
                     yield self._done.popleft()
+                    _grant(decoders, time.monotonic() - handed)  # the caller stored it (or waited on its database)
         finally:
+            clock.close()
             for decoder in decoders:
                 decoder.stop()
 

@@ -17,6 +17,7 @@ killed and replaced, and the video fails.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import tempfile
 import threading
@@ -115,6 +116,7 @@ class RayExecutor(Executor):
         options = dict(log_to_driver=False, logging_level="ERROR")
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # no C++ warnings on the user's terminal
         _check_reachable(address or os.environ.get("RAY_ADDRESS"))
+        on_sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with an abrupt exit
         try:
             if address:
                 self.ray.init(address=address, **options)
@@ -130,6 +132,9 @@ class RayExecutor(Executor):
             where = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
             raise UsageError(f"cannot reach the Ray cluster at {where} ({_first(exc).rstrip('.')}): start it with "
                              "`ray start --head`, or fix --ray-address") from None
+        finally:
+            if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, on_sigterm)
 
     def _new_actor(self):
         return self.actor_class.remote(self.model_files, self.actor_device, 1, self.batch_size)
