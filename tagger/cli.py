@@ -106,9 +106,9 @@ def scan(
     decoders: Annotated[str, typer.Option(help="Decoders to try in order: pyav, decord, or module:FrameSourceClass")] = ",".join(DECODERS),
     streams: Annotated[str, typer.Option(help="both: vision and sound (when an audio model is there); video: vision only")] = "both",
     audio_model: Annotated[Optional[str], typer.Option("--audio-model", help="Exported audio ONNX model [env: TAGGER_AUDIO_MODEL; default: shipped]")] = None,
-    executor: Annotated[str, typer.Option(help="Where videos are decoded and scored: local (processes on this machine) or ray (a Ray cluster; pip install 'tagger[ray]')")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to use with --executor ray, e.g. auto or ray://head:10001 [env: RAY_ADDRESS; default: a new local Ray]")] = None,
-    lease: Annotated[float, typer.Option(help="Seconds a claimed video stays claimed once its scan stops renewing the claim (dies)")] = 60.0,
+    executor: Annotated[str, typer.Option(help="local (processes on this machine) or ray (a Ray cluster)")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="With --executor ray: HOST:PORT or auto [env: RAY_ADDRESS; default: a new local Ray]")] = None,
+    lease: Annotated[float, typer.Option(help="Seconds the claims of a scan that died keep its videos from other scans")] = 60.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table; errors only")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end")] = False,
 ) -> None:

@@ -66,7 +66,8 @@ def test_claims_of_a_dead_scan_on_this_machine_are_free_at_once(tmp_path):
     machine = claim_owner().split(":")[0]
     owner = f"{machine}:{int(dead.stdout)}:deadbeef"
     assert claimer_gone(owner)
-    assert not claimer_gone(claim_owner())  # this process is alive
+    assert not claimer_gone(f"{machine}:{os.getppid()}:cafe0001")  # a live process of this machine
+    assert claimer_gone(claim_owner())  # an earlier scan of this process that is not running now
     assert not claimer_gone(ELSEWHERE)  # another machine: wait for its lease
     store = Store(str(tmp_path / "t.db"))
     try:
@@ -89,7 +90,7 @@ def tree(tmp_path_factory) -> Path:
 def test_two_scans_on_one_database_tag_every_video_exactly_once(db, tree, colour_model, tmp_path):
     log = tmp_path / "opened.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)]), "TAGGER_TEST_OPEN_LOG": str(log)}
-    command = [sys.executable, "-m", "tagger.cli", "scan", str(tree), "--db", db, "--model", str(colour_model),
+    command = [sys.executable, "-m", "tagger.cli", "--debug", "scan", str(tree), "--db", db, "--model", str(colour_model),
                "--decoders", "fake_decoders:CountingSource", "--workers", "1", "--json"]
     scans = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -167,3 +168,20 @@ def test_an_unreachable_ray_cluster_is_one_line_and_exit_2(runner, tmp_path, col
     assert result.stderr.strip() == ("Error: cannot reach the Ray cluster at 127.0.0.1:1 (Connection refused): "
                                      "start it with `ray start --head`, or fix --ray-address")  # checked before
     # ray.init, which would retry an unreachable address for minutes
+
+
+def test_the_read_side_gives_the_same_answers_from_postgresql(tmp_path, colour_model, runner, postgres_url):
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "a.avi", 4, colour_at=solid(RED))
+    write_video(tmp_path / "videos" / "b.avi", 3, colour_at=solid(BLUE))
+    sqlite_db = str(tmp_path / "t.db")
+    for db in (sqlite_db, postgres_url):
+        result = runner.invoke(app, ["scan", str(tmp_path / "videos"), "--db", db, "--model", str(colour_model)])
+        assert result.exit_code == 0, result.output
+    for command in (["query", "--all", "--format", "csv"], ["query", "--format", "json"],
+                    ["query", "--label", "Red", "--threshold", "0.3", "--format", "csv"],
+                    ["export-csv", "--windows"], ["failed"]):
+        answers = [runner.invoke(app, [*command, "--db", db]) for db in (sqlite_db, postgres_url)]
+        assert [a.exit_code for a in answers] == [0, 0], [a.output for a in answers]
+        assert answers[0].stdout == answers[1].stdout, command
+        assert answers[0].stdout.strip() or command == ["failed"], command

@@ -11,7 +11,8 @@ task or fails the whole dataset, while a scan must tell a video that kills or ha
 (stored as failed, the scan goes on) from a node that goes away (its videos run again elsewhere).
 An actor that dies is replaced and its video run once more on another actor; a video that kills
 two actors fails with the reason. An actor whose video makes no progress for `timeout` seconds is
-killed and replaced, and the video fails.
+killed and replaced, and the video fails. Replacements take work once they have started, so a
+cluster that lost a node goes on with the actors it has.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +35,7 @@ from tagger.step import Outcome, VideoFailure, VideoJob, score_video
 
 HEALTH_EVERY = 2.0  # seconds between checks of the actors' progress
 ANSWER_WITHIN = 30.0  # seconds a busy actor has to say how long it has been idle
+STARTUP = 120.0  # seconds to wait for an actor to start while no other can work
 
 
 class ScoringActor:
@@ -110,6 +113,7 @@ class RayExecutor(Executor):
         self.model_files = ray.put(files)
         self.actor_device = "cuda" if gpu_share else "cpu"
         self._pool: list = []
+        self._starting: dict = {}
         self._providers = [CPU]
 
     def _connect(self, address: str | None) -> None:
@@ -136,48 +140,55 @@ class RayExecutor(Executor):
             if on_sigterm is not None and threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, on_sigterm)
 
-    def _new_actor(self):
-        return self.actor_class.remote(self.model_files, self.actor_device, 1, self.batch_size)
-
     @property
     def providers(self) -> list[str]:
         return self._providers
 
     def outcomes(self, jobs: JobQueue, started: Callable[[VideoJob], None]) -> Iterator[Outcome]:
         ray = self.ray
-        idle = [self._new_actor() for _ in range(max(1, min(self.actors, len(jobs))))]
-        self._pool = list(idle)
-        try:
-            _, self._providers = ray.get(idle[0].describe.remote())
-        except ray.exceptions.RayActorError as exc:
-            raise ModelError(f"the Ray actors could not load the models: {str(exc).splitlines()[0][:200]}") from None
-        running: dict = {}  # ObjectRef -> _Running
+        self._starting: dict = {}  # the readiness call (describe) of each actor not yet ready -> actor
+        for _ in range(max(1, min(self.actors, len(jobs)))):
+            self._start_actor()
+        idle: list = []
+        running: dict = {}  # ObjectRef of score() -> _Running
+        retry: deque[VideoJob] = deque()  # videos whose actor died under them, to run once more
         queue = iter(jobs)
         exhausted = False
-        checked = time.monotonic()
+        checked = last_event = time.monotonic()
         while True:
-            while idle and not exhausted:
-                job = next(queue, None)
-                if job is None:
-                    exhausted = True
-                    break
-                job = replace(job, threads=1)  # an actor decodes on its one CPU
-                started(job)
+            while idle and (retry or not exhausted):
+                if retry:
+                    job, attempt = retry.popleft(), 1
+                else:
+                    job = next(queue, None)
+                    if job is None:
+                        exhausted = True
+                        break
+                    job, attempt = replace(job, threads=1), 0  # an actor decodes on its one CPU
+                    started(job)
                 actor = idle.pop()
-                running[actor.score.remote(job)] = _Running(job, actor, 0)
-            if not running:
+                running[actor.score.remote(job)] = _Running(job, actor, attempt)
+            if not running and not retry and exhausted:
                 return
-            done, _ = ray.wait(list(running), num_returns=1, timeout=HEALTH_EVERY)
+            if not running and not idle:
+                self._check_room(time.monotonic() - last_event)
+            done, _ = ray.wait([*running, *self._starting], num_returns=1, timeout=HEALTH_EVERY)
             for ref in done:
+                last_event = time.monotonic()
+                if ref in self._starting:
+                    actor = self._starting.pop(ref)
+                    if self._ready(ref, actor, others=bool(idle or running or self._starting)):
+                        idle.append(actor)
+                    continue
                 run = running.pop(ref)
                 try:
                     outcome = ray.get(ref)
                 except ray.exceptions.RayActorError as exc:
-                    retry = self._replace(run.actor)
-                    if run.attempt == 0:  # the node or process may have died for reasons of its own
-                        running[retry.score.remote(run.job)] = _Running(run.job, retry, 1)
+                    self._retire(run.actor)
+                    self._start_actor()
+                    if run.attempt == 0:  # its node or process may have died for reasons of its own
+                        retry.append(run.job)
                     else:
-                        idle.append(retry)
                         yield VideoFailure(run.job.path, f"crash: two Ray workers died on this video ({_first(exc)})")
                     continue
                 except ray.exceptions.RayTaskError as exc:
@@ -188,10 +199,35 @@ class RayExecutor(Executor):
                 checked = time.monotonic()
                 for ref, run in self._stalled(running):
                     del running[ref]
-                    ray.kill(run.actor, no_restart=True)
-                    idle.append(self._replace(run.actor))
+                    self._retire(run.actor)
+                    self._start_actor()
                     yield VideoFailure(run.job.path, f"timeout: the Ray worker made no progress for {self.timeout:g} s "
                                                      "(killed)")
+
+    def _start_actor(self) -> None:
+        """A new actor; it takes work once it has loaded the models (see _ready)."""
+        actor = self.actor_class.remote(self.model_files, self.actor_device, 1, self.batch_size)
+        self._pool.append(actor)
+        self._starting[actor.describe.remote()] = actor
+
+    def _ready(self, ref, actor, others: bool) -> bool:
+        """Whether a starting actor loaded the models. One that could not is dropped; if none
+        could, the scan cannot go on."""
+        try:
+            _, self._providers = self.ray.get(ref)
+            return True
+        except self.ray.exceptions.RayActorError as exc:
+            self._retire(actor)
+            if not others:
+                raise ModelError(f"the Ray actors could not load the models: {_first(exc)}") from None
+            return False
+
+    def _check_room(self, waited: float) -> None:
+        """With videos left and no actor ready, wait for the starting ones, but not for ever: a
+        cluster that lost nodes may have no room left for them."""
+        if waited > max(STARTUP, self.timeout):
+            raise UsageError(f"no Ray actor could start for {waited:.0f} s: the cluster has no room left for "
+                             "tagger's actors (1 CPU each); add nodes or lower --workers")
 
     def _stalled(self, running: dict) -> list:
         """The runs whose actor has made no progress for `timeout` seconds, or cannot say."""
@@ -209,11 +245,9 @@ class RayExecutor(Executor):
                 stalled.append((ref, running[ref]))
         return stalled
 
-    def _replace(self, actor):
+    def _retire(self, actor) -> None:
         self.ray.kill(actor, no_restart=True)
-        new = self._new_actor()
-        self._pool = [new if a is actor else a for a in self._pool]
-        return new
+        self._pool = [a for a in self._pool if a is not actor]
 
     def close(self) -> None:
         for actor in self._pool:
