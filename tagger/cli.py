@@ -1,7 +1,7 @@
 """The `tagger` command line: thin Typer commands that call the library and render with Rich.
 
 One error boundary (`_boundary`) turns every TaggerError into `Error: ...` on one line and its
-exit code; `--debug` shows the traceback instead.
+exit code; `--debug`, anywhere on the command line, shows the traceback as well.
 """
 
 from __future__ import annotations
@@ -13,25 +13,38 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from tagger import errors
 from tagger.config import (
-    STREAMS,
     ScanSettings,
     default_workers,
     resolve_audio_model,
     resolve_db,
     resolve_model,
 )
-from tagger.decode import DECODERS
 from tagger.discover import DiscoveryRules
+from tagger.export import printable
 from tagger.segments import SegmentRules
 
+
+class _DebugAnywhere(TyperGroup):
+    """Accepts `--debug` anywhere before `--` (errors tell users to add it, wherever they are)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[:end]:
+            args = ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_DebugAnywhere,
     help="Tag videos by content: scan folders, store per-segment tags, query them back.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: "[env: TAGGER_DB; ...]" is text, not Rich markup that vanishes
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -42,6 +55,7 @@ ModelOption = Annotated[Optional[str], typer.Option("--model", help="Exported ON
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA when usable, else CPU), cpu or cuda")]
 LabelOption = Annotated[Optional[list[str]], typer.Option("--label", "-l", help="Only these labels (repeatable)")]
 MinScoreOption = Annotated[Optional[float], typer.Option("--min-score", help="Only segments scoring at least this")]
+AudioModelOption = Annotated[Optional[str], typer.Option("--audio-model", help="Exported audio ONNX model [env: TAGGER_AUDIO_MODEL; default: the one the vision model names, or the shipped one with the shipped model]")]
 PathOption = Annotated[Optional[str], typer.Option("--path", help="Only videos whose path matches this glob or contains this text")]
 
 
@@ -89,21 +103,21 @@ def scan(
     model: ModelOption = None,
     device: DeviceOption = "auto",
     hop: Annotated[Optional[float], typer.Option(help="Seconds between window starts [default: one window]")] = None,
-    threshold: Annotated[Optional[float], typer.Option(help="Score threshold for every label [default: the model's]")] = None,
-    smooth: Annotated[int, typer.Option(help="Moving-average width over windows (1 = off)")] = 1,
-    min_duration: Annotated[float, typer.Option(help="Drop segments shorter than this many seconds")] = 0.0,
-    max_gap: Annotated[int, typer.Option(help="Windows below threshold bridged inside a segment (1: one dip does not split a performance)")] = 1,
+    threshold: Annotated[Optional[float], typer.Option(help="Score threshold (0-1) for every label [default: the model's]")] = None,
+    smooth: Annotated[int, typer.Option(help="Moving-average width over windows (1 = off)")] = SegmentRules.smooth,
+    min_duration: Annotated[float, typer.Option(help="Drop segments shorter than this many seconds")] = SegmentRules.min_duration,
+    max_gap: Annotated[int, typer.Option(help="Windows below threshold bridged inside a segment (1: one dip does not split a performance)")] = SegmentRules.max_gap,
     include: Annotated[Optional[list[str]], typer.Option(help="Only paths matching this glob (repeatable)")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(help="Skip paths matching this glob (repeatable)")] = None,
     hidden: Annotated[bool, typer.Option(help="Also scan hidden files and folders")] = False,
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links (cycles are detected)")] = False,
     force: Annotated[bool, typer.Option(help="Re-tag videos even when unchanged")] = False,
-    workers: Annotated[int, typer.Option(help="Decoder processes")] = default_workers(),
-    timeout: Annotated[float, typer.Option(help="Seconds a decoder may make no progress before it is killed")] = 120.0,
-    batch_size: Annotated[int, typer.Option(help="Windows per inference batch; 0 = auto (about 16 frames on CPU, 64 on CUDA)")] = 0,
-    decoders: Annotated[str, typer.Option(help="Decoders to try in order: pyav, decord, or module:FrameSourceClass")] = ",".join(DECODERS),
-    streams: Annotated[str, typer.Option(help="both: vision and sound (when an audio model is there); video: vision only")] = "both",
-    audio_model: Annotated[Optional[str], typer.Option("--audio-model", help="Exported audio ONNX model [env: TAGGER_AUDIO_MODEL; default: shipped]")] = None,
+    workers: Annotated[int, typer.Option(help="Decoder processes (1-64)")] = default_workers(),
+    timeout: Annotated[float, typer.Option(help="Seconds a decoder may make no progress before it is killed")] = ScanSettings.timeout,
+    batch_size: Annotated[int, typer.Option(help="Windows per inference batch; 0 = auto (about 16 frames on CPU, 64 on CUDA)")] = ScanSettings.batch_size,
+    decoders: Annotated[str, typer.Option(help="Decoders to try in order: pyav, decord, or module:FrameSourceClass")] = ",".join(ScanSettings.decoders),
+    streams: Annotated[str, typer.Option(help="both: vision and sound (when a sound model goes with the vision model); video: vision only")] = ScanSettings.streams,
+    audio_model: AudioModelOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table; errors only")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end")] = False,
 ) -> None:
@@ -111,34 +125,29 @@ def scan(
 
     Example: tagger scan ~/videos --db tags.db
     """
-    from tagger.decode import source_class
+    from tagger.model import load_scan_models
     from tagger.pipeline import scan as run_scan
     from tagger.progress import RichProgress, render_summary
 
-    if hop is not None and hop <= 0:
-        raise errors.UsageError(f"--hop must be positive, got {hop}")
-    if streams not in STREAMS:
-        raise errors.UsageError(f"--streams {streams!r} is not one of {', '.join(STREAMS)}")
-    decoder_names = tuple(name.strip() for name in decoders.split(",") if name.strip())
-    for name in decoder_names:
-        source_class(name)  # an unknown decoder is a usage error now, not a failure per video
     settings = ScanSettings(
         db=resolve_db(db), model=resolve_model(model), device=device, hop=hop, threshold=threshold,
         segment_rules=SegmentRules(smooth=smooth, min_duration=min_duration, max_gap=max_gap),
         discovery=DiscoveryRules(include=tuple(include or ()), exclude=tuple(exclude or ()), hidden=hidden,
                                  follow_symlinks=follow_symlinks),
-        batch_size=batch_size, workers=max(1, workers), timeout=timeout, force=force, decoders=decoder_names,
+        batch_size=batch_size, workers=workers, timeout=timeout, force=force,
+        decoders=tuple(name.strip() for name in decoders.split(",") if name.strip()),
         streams=streams, audio_model=resolve_audio_model(audio_model),
     )
+    models = load_scan_models(settings)
     show = not quiet and not json_summary
     with RichProgress(err, enabled=show) as progress:
-        summary = run_scan(paths, settings, progress)
+        summary = run_scan(paths, settings, progress, models)
     if json_summary:
-        out.print_json(json.dumps(summary.as_dict()))
+        out.print_json(json.dumps({**summary.as_dict(), "audio_note": models.audio_note}))
     elif not quiet:
-        render_summary(out, summary, settings.db)
+        render_summary(out, summary, settings.db, models.audio_note)
     for path, reason in summary.failed if quiet else ():
-        err.print(f"failed: {path}: {reason}", markup=False, highlight=False)
+        err.print(f"failed: {printable(path)}: {printable(reason)}", markup=False, highlight=False)
     if summary.failed:
         raise typer.Exit(errors.EXIT_VIDEOS_FAILED)
 
@@ -147,27 +156,27 @@ def scan(
 @_boundary
 def models(
     model: ModelOption = None,
-    audio_model: Annotated[Optional[str], typer.Option("--audio-model", help="Exported audio ONNX model [env: TAGGER_AUDIO_MODEL; default: shipped]")] = None,
+    audio_model: AudioModelOption = None,
     device: DeviceOption = "auto",
 ) -> None:
-    """Show the models a scan would use: labels, thresholds, window, providers, what they cannot tag.
+    """Show the models a scan would use: labels, thresholds, window, providers, what they can tag.
 
     Example: tagger models --model exports/default.onnx
     """
-    from tagger.model import load_audio_model, load_model
+    from tagger.model import load_scan_models
     from tagger.progress import render_coverage, render_model
 
-    video = load_model(resolve_model(model), device)
-    audio = load_audio_model(resolve_audio_model(audio_model), device)
-    for loaded in (video, audio) if audio else (video,):
+    chosen = load_scan_models(ScanSettings(db="", model=resolve_model(model), device=device,
+                                           audio_model=resolve_audio_model(audio_model)))
+    for loaded in (chosen.video, chosen.audio) if chosen.audio else (chosen.video,):
         render_model(out, loaded)
-    render_coverage(out, video, audio)
+    render_coverage(out, chosen.video, chosen.audio, chosen.audio_note)
 
 
 MinDurationOption = Annotated[Optional[float], typer.Option("--min-duration", help="Only segments at least this many seconds long")]
 QueryModelOption = Annotated[Optional[str], typer.Option("--model", help="Only tags from this model (name or sha256 prefix)")]
 SourceOption = Annotated[Optional[str], typer.Option("--source", help="Only segments with this evidence: video, audio or both")]
-ThresholdOption = Annotated[Optional[float], typer.Option("--threshold", help="Re-derive segments from stored window scores at this threshold")]
+ThresholdOption = Annotated[Optional[float], typer.Option("--threshold", help="Re-derive segments from stored window scores at this threshold (0-1), exactly as `scan --threshold` would")]
 SmoothOption = Annotated[int, typer.Option("--smooth", help="With --threshold: moving-average width over windows")]
 MaxGapOption = Annotated[int, typer.Option("--max-gap", help="With --threshold: windows below threshold bridged inside a segment")]
 FormatOption = Annotated[Optional[str], typer.Option("--format", help="table, json, csv or tsv [default: table on a terminal, else csv]")]
@@ -189,8 +198,8 @@ def query(
     sort: Annotated[str, typer.Option(help="path, score or time")] = "path",
     all_labels: Annotated[bool, typer.Option("--all", help="List every segment (with no --label, the default is a per-label summary)")] = False,
     threshold: ThresholdOption = None,
-    smooth: SmoothOption = 1,
-    max_gap: MaxGapOption = 1,
+    smooth: SmoothOption = SegmentRules.smooth,
+    max_gap: MaxGapOption = SegmentRules.max_gap,
     output_format: FormatOption = None,
     db: DbOption = None,
 ) -> None:
@@ -225,8 +234,8 @@ def export_csv(
     model: QueryModelOption = None,
     source: SourceOption = None,
     threshold: ThresholdOption = None,
-    smooth: SmoothOption = 1,
-    max_gap: MaxGapOption = 1,
+    smooth: SmoothOption = SegmentRules.smooth,
+    max_gap: MaxGapOption = SegmentRules.max_gap,
     windows: Annotated[bool, typer.Option("--windows", help="Export raw per-window scores (one row per window and label)")] = False,
     db: DbOption = None,
 ) -> None:
@@ -261,20 +270,25 @@ def show(
     from tagger.reading import video_timeline
     from tagger.views import render_timeline
 
-    render_timeline(out, *video_timeline(resolve_db(db), video))
+    render_timeline(out, video_timeline(resolve_db(db), video))
 
 
 @app.command()
 @_boundary
 def failed(db: DbOption = None) -> None:
-    """List videos whose last scan failed, with the reason (path TAB reason).
+    """List videos whose last scan failed, with the reason (path TAB reason; tabs, line breaks and
+    undecodable bytes inside either are escaped, so each failure is exactly one line).
 
     Example: tagger failed --db tags.db
     """
     from tagger.reading import failed_videos
 
-    for path, reason in failed_videos(resolve_db(db)):
-        typer.echo(f"{path}\t{reason}")
+    target = resolve_db(db)
+    found = failed_videos(target)
+    for video in found:
+        typer.echo(f"{printable(video.path)}\t{printable(video.reason)}")
+    if not found:
+        err.print(f"no failed videos in {target}", markup=False, highlight=False)
 
 
 def main() -> None:

@@ -23,9 +23,8 @@ import numpy as np
 
 from tagger.config import ScanSettings, usable_cores
 from tagger.discover import FoundVideo, find_videos, fingerprint
-from tagger.errors import ModelError
 from tagger.fusion import fuse_segments
-from tagger.model import LoadedModel, load_audio_model, load_model
+from tagger.model import LoadedModel, ScanModels, load_scan_models
 from tagger.store import Store, VideoResult
 from tagger.worker import VideoJob, worker_main
 
@@ -362,16 +361,15 @@ class Scanner:
         self.progress.video_finished(found.path, 0.0, False)
 
 
-def scan(paths: Sequence[str], settings: ScanSettings, progress: ScanProgress | None = None) -> ScanSummary:
-    """Tag every video under `paths` into the database of `settings`; see `Scanner`."""
-    model = load_model(settings.model, settings.device, settings.threads)
-    if model.contract.kind != "video":
-        raise ModelError(f"{model.path} is an {model.contract.kind} model: pass it as --audio-model")
-    audio_model = None
-    if settings.streams == "both":
-        audio_model = load_audio_model(settings.audio_model, settings.device, settings.threads)
+def scan(paths: Sequence[str], settings: ScanSettings, progress: ScanProgress | None = None,
+         models: ScanModels | None = None) -> ScanSummary:
+    """Tag every video under `paths` into the database of `settings`; see `Scanner`.
+
+    `models`: the vision and sound models, as `load_scan_models(settings)` chooses them (the default).
+    """
+    models = models or load_scan_models(settings)
     store = Store(settings.db)
     try:
-        return Scanner(settings, store, model, progress or ScanProgress(), audio_model).run(paths)
+        return Scanner(settings, store, models.video, progress or ScanProgress(), models.audio).run(paths)
     finally:
         store.close()

@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
+from tagger.export import printable
 from tagger.pipeline import ScanProgress, ScanSummary
 
 
@@ -54,9 +56,12 @@ class RichProgress(ScanProgress):
         self.progress.update(self.task, advance=1, hours=_hours(self.video_seconds), rate=f"{rate:.1f}x real time")
 
 
-def render_summary(console: Console, summary: ScanSummary, db: str) -> None:
-    """The table printed when a scan ends: tagged, skipped, failed (with reasons)."""
-    table = Table(title=escape(f"scan {summary.scan_id} → {db}"), show_header=False)
+def render_summary(console: Console, summary: ScanSummary, db: str, audio_note: str | None = None) -> None:
+    """The table printed when a scan ends: tagged, skipped, failed (with reasons), the models used.
+
+    `audio_note` says which sound model was used and why, or why none (`ScanModels.audio_note`).
+    """
+    table = Table(title=Text(printable(f"scan {summary.scan_id} → {db}")), show_header=False)
     table.add_row("videos found", str(summary.found))
     table.add_row("tagged", str(summary.tagged))
     table.add_row("skipped (unchanged)", str(summary.skipped))
@@ -64,23 +69,18 @@ def render_summary(console: Console, summary: ScanSummary, db: str) -> None:
     table.add_row("segments stored", str(summary.segments))
     rate = summary.video_seconds / max(summary.wall_seconds, 1e-6)
     table.add_row("video time tagged", f"{summary.video_seconds:.1f} s in {summary.wall_seconds:.1f} s ({rate:.1f}x real time)")
-    table.add_row("model", escape(f"{summary.model} on {', '.join(summary.providers)}"))
-    table.add_row("audio model", escape(summary.audio_model or "none (vision only)"))
+    table.add_row("model", Text(f"{os.path.basename(summary.model)} on {', '.join(p.removesuffix('ExecutionProvider') for p in summary.providers)}"
+                                f" ({os.path.dirname(summary.model)})"))
+    table.add_row("audio model", Text(audio_note or (summary.audio_model or "none (vision only)")))
     console.print(table)
     for path, reason in summary.failed:
-        console.print(f"[red]failed[/red] {escape(path)}: {escape(reason)}", highlight=False)
-
-
-UCF101_INSTRUMENTS = (  # the instrument classes of UCF101, the vocabulary this tool grew from
-    "Drumming", "PlayingCello", "PlayingDaf", "PlayingDhol", "PlayingFlute", "PlayingGuitar", "PlayingPiano",
-    "PlayingSitar", "PlayingTabla", "PlayingViolin",
-)
+        console.print(Text.assemble(("failed", "red"), f" {printable(path)}: {printable(reason)}"))
 
 
 def render_model(console: Console, model) -> None:
     """One model: identity, input geometry, providers, taggable labels with their thresholds."""
     c = model.contract
-    table = Table(title=escape(str(model.path)), show_header=False)
+    table = Table(title=Text(str(model.path)), show_header=False)
     table.add_row("name / arch / version", f"{model.name} / {c.arch} / {c.version}")
     table.add_row("sha256", model.sha256)
     table.add_row("kind / output", f"{c.kind} / {c.output}")
@@ -94,19 +94,17 @@ def render_model(console: Console, model) -> None:
     console.print(table)
     labels = Table("label", "threshold")
     for label in c.tag_labels:
-        if c.threshold_for(label) <= 1.0:  # above 1: a raw descriptor, never a tag
-            labels.add_row(escape(label), f"{c.threshold_for(label):.2f}")
+        labels.add_row(Text(label), f"{c.threshold_for(label):.2f}")
     console.print(labels)
 
 
-def render_coverage(console: Console, video, audio) -> None:
-    """Which of UCF101's instrument classes this pair of models can tag, and from what."""
+def render_coverage(console: Console, video, audio, audio_note: str = "") -> None:
+    """Every label this pair of models can tag, and from what evidence."""
     seen = set(video.contract.tag_labels)
-    heard = {label for label in audio.contract.tag_labels if audio.contract.threshold_for(label) <= 1.0} if audio else set()
-    rows = Table("UCF101 instrument", "can be tagged from")
-    for label in UCF101_INSTRUMENTS:
+    heard = set(audio.contract.tag_labels) if audio else set()
+    rows = Table("label", "can be tagged from", title=Text(f"sound model: {audio_note}") if audio_note else None)
+    for label in sorted(seen | heard):
         source = ("vision and sound" if label in seen and label in heard else "vision" if label in seen
-                  else "sound alone (stricter threshold)" if label in heard
-                  else "nothing: needs a model trained on UCF101 (see README, Train on UCF101)")
-        rows.add_row(label, source)
+                  else "sound alone (stricter threshold)")
+        rows.add_row(Text(label), source)
     console.print(rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 from rich.console import Console
@@ -10,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tagger.errors import UsageError
-from tagger.export import timecode, write_csv, write_json
+from tagger.export import printable, timecode, write_csv, write_json
 
 FORMATS = ("table", "json", "csv", "tsv")
 
@@ -45,19 +47,24 @@ def _cell(value) -> Text:
     return Text(str(value))  # Text, not markup: a path with [brackets] prints as it is
 
 
-def render_timeline(console: Console, video, segments: list[dict], windows) -> None:
-    """`tagger show`: the video's metadata, a bar per label across its duration, its segments."""
+def render_timeline(console: Console, timeline) -> None:
+    """`tagger show`: the video's metadata, a bar per label across its duration, its segments.
+
+    `timeline` is a `tagger.reading.VideoTimeline`.
+    """
+    video, segments = timeline.video, timeline.segments
     duration = video.duration or 0.0
-    info = Table(title=escape(video.path), show_header=False)
-    info.add_row("status", escape(video.status + (f": {video.error}" if video.error else "")))
+    info = Table(title=Text(printable(video.path)), show_header=False)
+    info.add_row("status", Text(printable(video.status + (f": {video.error}" if video.error else ""))))
     if duration:
         info.add_row("duration", f"{timecode(duration)} ({duration:.2f} s)")
         info.add_row("video", f"{video.width}x{video.height} at {video.fps:.3f} fps, {video.frames} frames, "
                               f"decoded by {video.decoder}")
-    info.add_row("model", escape(str(video.model)))
+    info.add_row("model", Text(str(video.model)))
     if getattr(video, "settings", None):  # absent in a schema-1 database read without migrating
-        info.add_row("settings", escape(video.settings))
-    info.add_row("windows", str(len(windows)))
+        info.add_row("settings", Text(readable_settings(video.settings)))
+    info.add_row("windows", ", ".join(f"{count} {stream}" for stream, count in sorted(timeline.windows.items()))
+                 or "none stored")
     console.print(info)
     if not duration:
         return
@@ -74,8 +81,23 @@ def render_timeline(console: Console, video, segments: list[dict], windows) -> N
                 cells[i] = "█"
         bars.add_row(Text(label), Text("".join(cells), style="green"), f"{total:.1f} s")
     console.print(bars if segments else "no segments")
-    table = Table("label", "start", "end", "score", "max")
+    table = Table("label", "start", "end", "score", "max", "source")
     for seg in segments:
-        table.add_row(Text(seg["label"]), seg["start_tc"], seg["end_tc"], f"{seg['score']:.2f}", f"{seg['max_score']:.2f}")
+        table.add_row(Text(seg["label"]), seg["start_tc"], seg["end_tc"], f"{seg['score']:.2f}", f"{seg['max_score']:.2f}",
+                      seg["source"])
     if segments:
         console.print(table)
+
+
+def readable_settings(stored: str) -> str:
+    """A video's stored tagging settings (JSON) as one short line: "hop 4 s, streams both; threshold
+    the model's, smooth 1, max gap 1, min duration 0 s"."""
+    try:
+        parsed = json.loads(stored)
+        windows, rules = parsed["windows"], parsed["segments"]
+        hop = "one window" if windows.get("hop") is None else f"{windows['hop']:g} s"
+        threshold = "the model's" if rules.get("threshold") is None else f"{rules['threshold']:g}"
+        return (f"hop {hop}, streams {windows.get('streams')}; threshold {threshold}, smooth {rules.get('smooth')}, "
+                f"max gap {rules.get('max_gap')}, min duration {rules.get('min_duration'):g} s")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return stored
