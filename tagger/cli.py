@@ -87,7 +87,7 @@ def _boundary(command):
 
 
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors")] = False) -> None:
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors (accepted anywhere on the command line)")] = False) -> None:
     """Tag videos by content: scan folders, store per-segment tags, query them back.
 
     Example: tagger scan ~/videos && tagger query --label PlayingGuitar

@@ -93,3 +93,60 @@ def test_failed_rows_cross_modules_as_named_types(red_grey_blue_video, colour_mo
     assert failure.path == str(bad) and failure.reason
     timeline = video_timeline(str(tmp_path / "t.db"), str(red_grey_blue_video))
     assert timeline.windows == {"video": 10} and timeline.video.path == str(red_grey_blue_video)
+
+
+@pytest.mark.parametrize("where", ["before", "after", "middle"])
+def test_debug_works_anywhere_on_the_command_line(where, tmp_path, runner):
+    args = ["query", "--all", "--db", str(tmp_path / "none.db")]
+    args = {"before": ["--debug", *args], "after": [*args, "--debug"], "middle": [*args[:2], "--debug", *args[2:]]}[where]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 5, result.output
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.splitlines()[-1] == f"Error: no database at {tmp_path / 'none.db'}: run `tagger scan` first, or pass --db"
+
+
+def _bracketed_help(command) -> list[str]:
+    import typer.main
+
+    click_command = typer.main.get_command(app).commands[command]
+    return [text for param in click_command.params for text in re.findall(r"\[[^\]]*\]", getattr(param, "help", "") or "")]
+
+
+@pytest.mark.parametrize("command", [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands])
+def test_help_shows_its_bracketed_text(command, runner):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    flat = " ".join(result.stdout.split())
+    for text in _bracketed_help(command):
+        assert " ".join(text.split()) in flat, text
+    if command in ("scan", "query", "failed", "show"):
+        assert "[env: TAGGER_DB; default: user data dir]" in flat
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+def test_typer_is_pinned_to_the_tested_range():
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert re.search(r'"typer>=[0-9.]+,<[0-9.]+"', pyproject)
+
+
+@pytest.fixture(scope="module")
+def colour_db(red_grey_blue_video, colour_model, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    db = tmp_path_factory.mktemp("colour") / "tags.db"
+    result = CliRunner().invoke(app, ["scan", str(red_grey_blue_video), "--db", str(db), "--model", str(colour_model), "-q"])
+    assert result.exit_code == 0, result.output
+    return db
+
+
+@pytest.mark.parametrize(("label", "hint"), [
+    ("red", "did you mean Red?"),
+    ("Bleu", "did you mean Blue?"),
+    ("PlayingGuitar", "`tagger query` with no --label lists the stored labels"),
+])
+def test_an_unknown_label_is_a_usage_error_naming_close_matches(label, hint, colour_db, runner):
+    for command in (["query", "--label", label], ["query", "--label", label, "--threshold", "0.3"],
+                    ["export-csv", "--label", label]):
+        result = runner.invoke(app, [*command, "--db", str(colour_db)])
+        assert (result.exit_code, result.stdout) == (2, ""), command
+        assert result.stderr == f"Error: no stored model has the label {label!r}: {hint}\n"
