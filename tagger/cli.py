@@ -181,8 +181,8 @@ SmoothOption = Annotated[int, typer.Option("--smooth", help="With --threshold: m
 MaxGapOption = Annotated[int, typer.Option("--max-gap", help="With --threshold: windows below threshold bridged inside a segment")]
 FormatOption = Annotated[Optional[str], typer.Option("--format", help="table, json, csv or tsv [default: table on a terminal, else csv]")]
 
-SEGMENT_COLUMNS = {"path": "path", "label": "label", "start_tc": "start", "end_tc": "end", "duration_s": "seconds",
-                   "score": "score", "source": "source"}
+SEGMENT_COLUMNS = {"path": "path", "label": "label", "start_s": "start", "end_s": "end", "score": "score",
+                   "source": "source"}  # fits 80 columns with room for a file name
 
 
 @app.command()

@@ -207,7 +207,7 @@ def load_scan_models(settings) -> ScanModels:
         return ScanModels(video, None, "none (--streams video)")
     if settings.audio_model is not None:
         audio = load_audio_model(settings.audio_model, settings.device, settings.threads)
-        return ScanModels(video, audio, f"{audio.path} (--audio-model)")
+        return ScanModels(video, audio, f"{audio.path.name} (--audio-model)")
     named = video.contract.extra.get("audio_model")
     if named:
         beside, shipped = video.path.parent / str(named), default_model_path(str(named))
@@ -216,10 +216,10 @@ def load_scan_models(settings) -> ScanModels:
             raise ModelError(f"{video.path} names the sound model {named}, found neither beside it nor among the "
                              "shipped models: pass --audio-model PATH, or --streams video")
         audio = load_audio_model(found, settings.device, settings.threads)
-        return ScanModels(video, audio, f"{audio.path} (named by {video.name})")
+        return ScanModels(video, audio, f"{audio.path.name} (named by {video.name})")
     if is_shipped_default(video):
         audio = load_audio_model(None, settings.device, settings.threads)
         if audio is None:
             return ScanModels(video, None, "none (the shipped sound model is not installed)")
-        return ScanModels(video, audio, f"{audio.path} (shipped with the default model)")
+        return ScanModels(video, audio, f"{audio.path.name} (shipped with the default model)")
     return ScanModels(video, None, f"none ({video.name} names no sound model; add one with --audio-model)")

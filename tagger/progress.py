@@ -11,7 +11,7 @@ import time
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from tagger.export import printable
@@ -27,33 +27,78 @@ class RichProgress(ScanProgress):
 
     def __init__(self, console: Console, enabled: bool = True):
         self.enabled = enabled
+        # Count, hours, rate and ETA never wrap or shrink; the bar is short and the file name takes
+        # what is left, cut with an ellipsis, so an 80-column terminal keeps the numbers that matter.
+        fixed = dict(no_wrap=True, overflow="ignore")
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[hours]} · {task.fields[rate]}"), TimeRemainingColumn(),
-            TextColumn("{task.fields[current]}"), console=console, transient=True, disable=not enabled,
+            TextColumn("[bold]{task.description}", table_column=Column(**fixed)),
+            BarColumn(bar_width=12, table_column=Column(**fixed)),
+            MofNCompleteColumn(table_column=Column(**fixed)),
+            TextColumn("{task.fields[hours]} {task.fields[rate]}", table_column=Column(**fixed)),
+            TimeRemainingColumn(table_column=Column(**fixed)),
+            TextColumn("{task.fields[current]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+            console=console, transient=True, disable=not enabled, expand=True,
         )
         self.task = None
         self.video_seconds = 0.0
         self.began = time.monotonic()
 
     def __enter__(self) -> RichProgress:
+        self._terminal = _quiet_control_keys(self.progress.console) if self.enabled else None
         self.progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
+        try:
+            self.progress.__exit__(*exc)
+        finally:
+            if self._terminal is not None:
+                _restore_terminal(*self._terminal)
 
     def start(self, total: int, skipped: int) -> None:
         self.began = time.monotonic()
-        self.task = self.progress.add_task("scanning", total=total, hours=_hours(0), rate="", current="")
+        if total:  # nothing to do (everything unchanged): no "0/0" bar; the summary says what was skipped
+            self.task = self.progress.add_task("scanning", total=total, hours=_hours(0), rate="", current="")
 
     def video_started(self, path: str) -> None:
-        self.progress.update(self.task, current=escape(os.path.basename(path)[-40:]))
+        if self.task is not None:
+            self.progress.update(self.task, current=escape(printable(os.path.basename(path))))
 
     def video_finished(self, path: str, seconds: float, ok: bool) -> None:
         self.video_seconds += seconds
         rate = self.video_seconds / max(1e-6, time.monotonic() - self.began)
-        self.progress.update(self.task, advance=1, hours=_hours(self.video_seconds), rate=f"{rate:.1f}x real time")
+        if self.task is not None:
+            self.progress.update(self.task, advance=1, hours=_hours(self.video_seconds), rate=f"{rate:.1f}x")
+
+
+def _quiet_control_keys(console: Console):
+    """Stop the terminal echoing "^C": echoed after a full-width progress line it wraps, so the
+    display erased the wrong line on exit and each Ctrl-C left a copy of the bar behind.
+    Returns what `_restore_terminal` needs, or None where there is no terminal to change."""
+    try:
+        import termios
+    except ImportError:  # not a POSIX terminal
+        return None
+    try:
+        fd = console.file.fileno()
+        if not os.isatty(fd):
+            return None
+        saved = termios.tcgetattr(fd)
+        quiet = list(saved)
+        quiet[3] &= ~termios.ECHOCTL
+        termios.tcsetattr(fd, termios.TCSANOW, quiet)
+        return fd, saved
+    except (AttributeError, OSError, ValueError, termios.error):  # no real file behind the console
+        return None
+
+
+def _restore_terminal(fd: int, saved) -> None:
+    import termios
+
+    try:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
+    except (OSError, termios.error):
+        pass
 
 
 def render_summary(console: Console, summary: ScanSummary, db: str, audio_note: str | None = None) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -27,24 +28,59 @@ def chosen_format(requested: str | None) -> str:
 
 def render_records(console: Console, records: list[dict], fields: tuple[str, ...], output_format: str,
                    columns: dict[str, str] | None = None) -> None:
-    """Records as JSON, CSV or TSV with `fields`, or as a table of `columns` (field -> heading)."""
+    """Records as JSON, CSV or TSV with `fields`, or as a table of `columns` (field -> heading).
+
+    The table fits the terminal: every column but `path` keeps its width, and each path gives up
+    the start of its folder (never its file name) to fit what is left.
+    """
     if output_format == "json":
         write_json([{k: r[k] for k in fields} for r in records], sys.stdout)
     elif output_format in ("csv", "tsv"):
         write_csv(records, sys.stdout, fields, delimiter="," if output_format == "csv" else "\t")
     else:
         columns = columns or {f: f for f in fields}
-        table = Table(*columns.values())
-        for record in records:
-            table.add_row(*(_cell(record[f]) for f in columns))
+        cells = [[printable(_cell(f, record[f])) for f in columns] for record in records]
+        widths = [max([len(heading), *(len(row[i]) for row in cells)]) for i, heading in enumerate(columns.values())]
+        fixed = sum(w for w, f in zip(widths, columns) if f != "path") + 2 * (len(columns) - 1)
+        room = max(MIN_PATH_WIDTH, console.width - fixed - 1)
+        table = Table(*columns.values(), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                      collapse_padding=True)
+        for field, column in zip(columns, table.columns):
+            column.no_wrap = field != "path"
+            column.overflow = "fold" if field == "path" else "ellipsis"
+        for row in cells:
+            table.add_row(*(Text(shortened_path(cell, room) if f == "path" else cell) for f, cell in zip(columns, row)))
         console.print(table)
         console.print(f"{len(records)} rows")
 
 
-def _cell(value) -> Text:
+MIN_PATH_WIDTH = 24  # below this a path column shows too little of the name to tell files apart
+
+
+def shortened_path(path: str, width: int) -> str:
+    """`path` in at most `width` characters where it can be: the file name whole, as much of its
+    folder as fits, from the end ("…/clips/pianist.avi")."""
+    if len(path) <= width:
+        return path
+    folder, name = os.path.split(path)
+    keep = width - len(name) - 2  # room for "…" and the separator
+    return f"…{folder[-keep:]}/{name}" if keep > 0 else name
+
+
+def _cell(field: str, value) -> str:
+    if field in ("start_s", "end_s"):
+        return short_timecode(value)
     if isinstance(value, float):
-        return Text(f"{value:.2f}")
-    return Text(str(value))  # Text, not markup: a path with [brackets] prints as it is
+        return f"{value:.2f}"
+    return str(value)  # shown as Text, not markup: a path with [brackets] prints as it is
+
+
+def short_timecode(seconds: float) -> str:
+    """H:MM:SS.s, the table's compact form of a time (CSV and JSON keep HH:MM:SS.mmm)."""
+    tenths = int(round(max(0.0, seconds) * 10))
+    hours, rest = divmod(tenths, 36_000)
+    minutes, rest = divmod(rest, 600)
+    return f"{hours}:{minutes:02d}:{rest // 10:02d}.{rest % 10}"
 
 
 def render_timeline(console: Console, timeline) -> None:

@@ -109,7 +109,7 @@ def test_a_vision_model_may_name_its_sound_model(colour_model, tmp_path, runner)
     result = runner.invoke(app, ["scan", str(video), "--model", str(named), "--db", str(tmp_path / "t.db"), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert (summary["audio_model"], summary["audio_note"]) == (str(audio), f"{audio} (named by names)")
+    assert (summary["audio_model"], summary["audio_note"]) == (str(audio), "hears.onnx (named by names)")
     missing = write_colour_model(tmp_path / "lost.onnx", extra={"audio_model": "gone.onnx"})
     result = runner.invoke(app, ["scan", str(video), "--model", str(missing), "--db", str(tmp_path / "t.db")])
     assert result.exit_code == 4
