@@ -28,18 +28,45 @@ from tagger.export import printable
 from tagger.segments import SegmentRules
 
 
-class _DebugAnywhere(TyperGroup):
-    """Accepts `--debug` anywhere before `--` (errors tell users to add it, wherever they are)."""
+_ClickUsageError = typer.BadParameter.__mro__[1]  # click's UsageError (typer 0.29 vendors click)
+
+
+class _OneLineUsageError(_ClickUsageError):
+    """Click's usage errors (bad flag, bad value) as one `Error: ...` line, like every other error."""
+
+    def show(self, file=None) -> None:
+        hint = f" (see {self.ctx.command_path} --help)" if self.ctx is not None else ""
+        typer.echo(f"Error: {self.format_message()}{hint}", file=file, err=file is None)
+
+
+def _one_line(exc):
+    if isinstance(exc, _OneLineUsageError) or type(exc).__name__ == "NoArgsIsHelpError":
+        return exc  # NoArgsIsHelpError: a bare `tagger` shows the help, as asked
+    return _OneLineUsageError(exc.format_message(), exc.ctx)
+
+
+class _TaggerGroup(TyperGroup):
+    """Accepts `--debug` anywhere before `--` (errors tell users to add it, wherever they are), and
+    reports usage errors on one line with no usage block above them."""
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         end = args.index("--") if "--" in args else len(args)
         if "--debug" in args[:end]:
             args = ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except _ClickUsageError as exc:
+            raise _one_line(exc) from exc
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _ClickUsageError as exc:
+            raise _one_line(exc) from exc
 
 
 app = typer.Typer(
-    cls=_DebugAnywhere,
+    cls=_TaggerGroup,
     help="Tag videos by content: scan folders, store per-segment tags, query them back.",
     no_args_is_help=True,
     add_completion=False,

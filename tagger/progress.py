@@ -26,7 +26,8 @@ class RichProgress(ScanProgress):
     """Overall bar: videos done of total, video-hours done, rate (video-seconds per second), ETA."""
 
     def __init__(self, console: Console, enabled: bool = True):
-        self.enabled = enabled
+        # Only on a terminal: elsewhere Rich draws nothing yet ends with a blank line (before any error).
+        self.enabled = enabled = enabled and console.is_terminal
         # Count, hours, rate and ETA never wrap or shrink; the bar is short and the file name takes
         # what is left, cut with an ellipsis, so an 80-column terminal keeps the numbers that matter.
         fixed = dict(no_wrap=True, overflow="ignore")

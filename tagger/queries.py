@@ -183,6 +183,12 @@ def select_video(conn: sa.Connection, path: str) -> sa.Row | None:
     return conn.execute(stmt).one_or_none()
 
 
+def select_paths_named(conn: sa.Connection, name: str) -> list[str]:
+    """Stored video paths whose file name is `name`."""
+    stmt = sa.select(videos.c.path).where(videos.c.path.endswith("/" + name, autoescape=True))
+    return [row.path for row in conn.execute(stmt)]
+
+
 def _stored_columns(conn: sa.Connection, table: sa.Table) -> list[sa.Column]:
     """The columns of `table` this database has: an older one read without migrating lacks some."""
     present = {column["name"] for column in sa.inspect(conn).get_columns(table.name)}

@@ -24,7 +24,8 @@ from tagger.errors import ModelError, UsageError
 from tagger.export import segment_record, undecodable_escaped
 from tagger.fusion import FusionRules, fuse_segments, video_thresholds
 from tagger.queries import (
-    SegmentQuery, select_failed, select_label_summary, select_models, select_segments, select_video, select_windows,
+    SegmentQuery, select_failed, select_label_summary, select_models, select_paths_named, select_segments, select_video,
+    select_windows,
 )
 from tagger.segments import SegmentRules, check_threshold
 from tagger.store import Store, decode_scores
@@ -175,9 +176,11 @@ def video_timeline(db: str, path: str) -> VideoTimeline:
     Raises:
         UsageError: the video is not in the database.
     """
-    full = os.path.abspath(os.path.expanduser(path))
     with reading(db) as conn:
-        video = select_video(conn, full) or select_video(conn, path)
+        video = next(filter(None, (select_video(conn, p) for p in _spellings(path))), None)
+        if video is None:  # stored under another route to the same file (a symlinked folder)
+            same = [p for p in select_paths_named(conn, os.path.basename(path)) if _same_file(p, path)]
+            video = select_video(conn, same[0]) if same else None
         if video is None:
             raise UsageError(f"{path} is not in the database: scan it first (tagger scan {path})")
         exact = SegmentQuery(exact_path=video.path, order="time")
@@ -188,6 +191,22 @@ def video_timeline(db: str, path: str) -> VideoTimeline:
             kind = (known[row.model_id].meta or {}).get("tagger.kind", "video")
             counts[kind] = counts.get(kind, 0) + 1
     return VideoTimeline(video, segs, counts)
+
+
+def _spellings(path: str) -> list[str]:
+    """The ways a scan may have stored `path`: absolute from the shell's working folder ($PWD keeps
+    symbolic links that os.getcwd() resolves), absolute from os.getcwd(), resolved, and as given."""
+    given = os.path.expanduser(path)
+    shell = os.environ.get("PWD")
+    spelled = [os.path.normpath(os.path.join(shell, given))] if shell and _same_file(shell, ".") else []
+    return list(dict.fromkeys([*spelled, os.path.abspath(given), os.path.realpath(given), path]))
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,9 @@ class Store:
 
     def __init__(self, target: str, create: bool = True):
         self.target = target
+        if "://" not in target and Path(target).expanduser().is_dir():
+            raise DatabaseError(f"--db {target} is a folder, not a database file: pass a file in it, "
+                                f"e.g. --db {Path(target) / 'tags.db'}")
         if not create and "://" not in target and not Path(target).expanduser().is_file():
             raise DatabaseError(f"no database at {target}: run `tagger scan` first, or pass --db")
         url = database_url(target)
