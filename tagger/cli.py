@@ -24,7 +24,7 @@ from tagger.config import (
     resolve_model,
 )
 from tagger.discover import DiscoveryRules
-from tagger.export import printable
+from tagger.export import printable, undecodable_escaped
 from tagger.segments import SegmentRules
 
 
@@ -170,7 +170,9 @@ def scan(
     with RichProgress(err, enabled=show) as progress:
         summary = run_scan(paths, settings, progress, models)
     if json_summary:
-        out.print_json(json.dumps({**summary.as_dict(), "audio_note": models.audio_note}))
+        report = {**summary.as_dict(), "audio_note": models.audio_note}
+        report["failed"] = [{k: undecodable_escaped(v) for k, v in f.items()} for f in report["failed"]]
+        out.print_json(json.dumps(report))
     elif not quiet:
         render_summary(out, summary, settings.db, models.audio_note)
     for path, reason in summary.failed if quiet else ():

@@ -7,6 +7,7 @@ All statements use bound parameters; no SQL is built from user text.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,38 @@ MIGRATIONS = {
 }
 metadata = sa.MetaData()
 
+UNDECODABLE_PREFIX = "bytes:"  # never the start of a stored path: every path a scan stores is absolute
+
+
+class LosslessText(sa.types.TypeDecorator):
+    """Text that may hold a file name's bytes that are not UTF-8, stored losslessly.
+
+    Python holds such bytes as surrogate escapes, which no database encoding accepts. Text without
+    them is stored as it is (so globs and older rows work unchanged); text with them is stored as
+    "bytes:" + the text with backslashes doubled and each such byte written \\xNN, and read back
+    to the very same string, so the file opens again on the next scan.
+    """
+
+    impl = sa.String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None or not (_UNDECODABLE.search(value) or value.startswith(UNDECODABLE_PREFIX)):
+            return value
+        return UNDECODABLE_PREFIX + _UNDECODABLE_OR_BACKSLASH.sub(
+            lambda m: "\\\\" if m.group() == "\\" else f"\\x{ord(m.group()) - 0xDC00:02x}", value)
+
+    def process_result_value(self, value, dialect):
+        if value is None or not value.startswith(UNDECODABLE_PREFIX):
+            return value
+        return _ESCAPE.sub(lambda m: "\\" if m.group() == "\\\\" else chr(0xDC00 + int(m.group()[2:], 16)),
+                           value[len(UNDECODABLE_PREFIX):])
+
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_UNDECODABLE_OR_BACKSLASH = re.compile("[\udc80-\udcff\\\\]")
+_ESCAPE = re.compile(r"\\\\|\\x[0-9a-f]{2}")
+
 meta_table = sa.Table(
     "meta", metadata, sa.Column("key", sa.String, primary_key=True), sa.Column("value", sa.String)
 )
@@ -44,7 +77,7 @@ videos = sa.Table(
     "videos",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("path", sa.String, unique=True, nullable=False),
+    sa.Column("path", LosslessText, unique=True, nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("mtime_ns", sa.BigInteger, nullable=False),
     sa.Column("fingerprint", sa.String),
@@ -54,7 +87,7 @@ videos = sa.Table(
     sa.Column("width", sa.Integer),
     sa.Column("height", sa.Integer),
     sa.Column("status", sa.String(8), nullable=False),  # ok | failed
-    sa.Column("error", sa.String),
+    sa.Column("error", LosslessText),
     sa.Column("decoder", sa.String(16)),
     sa.Column("scanned_at", sa.Float, nullable=False),
     sa.Column("model_id", sa.ForeignKey("models.id")),

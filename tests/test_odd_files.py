@@ -1,0 +1,77 @@
+"""The odd files real archives hold, and hostile conditions: names that are not UTF-8 or hold
+line breaks, special files, unreadable folders, links, huge frames, databases we may only read."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import stat
+
+import pytest
+
+from synthetic import RED, solid, write_video
+from tagger.cli import app
+
+NOT_UTF8 = b"caf\xe9 \xff.avi"  # Latin-1 bytes, as an old Windows share or camera card leaves them
+
+
+@pytest.fixture(scope="module")
+def red_clip(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("red") / "red.avi", 2, colour_at=solid(RED))
+
+
+def test_a_name_that_is_not_utf8_is_stored_losslessly_tagged_and_exported_escaped(red_clip, colour_model, tmp_path,
+                                                                                  runner):
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    odd = os.path.join(os.fsencode(folder), NOT_UTF8)
+    shutil.copy(red_clip, odd)
+    broken = os.path.join(os.fsencode(folder), b"broken \xe9.mp4")
+    with open(broken, "wb") as handle:
+        handle.write(b"\x00" * 4096)
+    db = tmp_path / "t.db"
+    scan = ["scan", str(folder), "--db", str(db), "--model", str(colour_model), "--json"]
+    first = runner.invoke(app, scan)
+    assert first.exit_code == 3, first.output  # the broken one failed; the scan went on
+    assert (json.loads(first.stdout)["tagged"], len(json.loads(first.stdout)["failed"])) == (1, 1)
+    again = runner.invoke(app, scan)  # the stored name opens the same file: unchanged, skipped
+    summary = json.loads(again.stdout)
+    assert (summary["tagged"], summary["skipped"], len(summary["failed"])) == (0, 1, 1)  # the failure is retried
+    assert summary["failed"][0]["path"] == f"{folder}/broken \\xe9.mp4"
+    escaped = f"{folder}/caf\\xe9 \\xff.avi"
+    out = runner.invoke(app, ["query", "--all", "--format", "json", "--db", str(db)])
+    assert [(r["path"], r["label"]) for r in json.loads(out.stdout)] == [(escaped, "Red")]
+    target = tmp_path / "out.csv"
+    assert runner.invoke(app, ["export-csv", "-o", str(target), "--db", str(db)]).exit_code == 0
+    assert escaped in target.read_text(encoding="utf-8")
+    failed = runner.invoke(app, ["failed", "--db", str(db)])
+    assert failed.stdout.startswith(f"{folder}/broken \\xe9.mp4\t")
+    (stored,) = [row[0] for row in sqlite3.connect(db).execute("SELECT path FROM videos WHERE status = 'ok'")]
+    assert stored == f"bytes:{folder}/caf\\xe9 \\xff.avi"
+
+
+def test_lossless_text_round_trips_every_byte():
+    from tagger.store import LosslessText
+
+    column = LosslessText()
+    for raw in (b"/a/plain.avi", b"/a/caf\xe9\\x41.avi", b"/a/\xff\xfe\\\\", b"bytes:/a/plain.avi"):
+        text = os.fsdecode(raw)
+        stored = column.process_bind_param(text, None)
+        stored.encode("utf-8")  # any database takes it
+        assert column.process_result_value(stored, None) == text
+    assert column.process_bind_param("/a/plain.avi", None) == "/a/plain.avi"  # valid names stored as they are
+
+
+def test_failed_output_cannot_be_forged_by_a_file_name(colour_model, tmp_path, runner):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    forged = folder / "x.avi\tempty file (0 bytes)\nfake.avi\tok.avi"
+    forged.write_bytes(b"RIFF" + b"\x00" * 600)
+    db = tmp_path / "t.db"
+    assert runner.invoke(app, ["scan", str(folder), "--db", str(db), "--model", str(colour_model), "-q"]).exit_code == 3
+    result = runner.invoke(app, ["failed", "--db", str(db)])
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].count("\t") == 1
+    assert lines[0].startswith(f"{folder}/x.avi\\tempty file (0 bytes)\\nfake.avi\\tok.avi\t")
