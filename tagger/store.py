@@ -8,7 +8,9 @@ All statements use bound parameters; no SQL is built from user text.
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -184,8 +186,28 @@ class Store:
             _configure_sqlite(self.engine)
         try:
             self._prepare_schema(create)
+        except sa.exc.OperationalError as exc:
+            if create or "://" in target or not self._open_read_only():
+                raise DatabaseError(f"cannot use database {target}: {_reason(exc)}; pass another --db") from exc
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(f"cannot use database {target}: {_reason(exc)}; pass another --db") from exc
+
+    def _open_read_only(self) -> bool:
+        """Read a SQLite file we may not write (a read-only share, another user's file): read-only,
+        else immutable, for a WAL database whose folder takes no -shm file. True when one works."""
+        path = urllib.parse.quote(str(Path(self.target).expanduser().resolve()))
+        for options in ("mode=ro", "mode=ro&immutable=1"):
+            self.engine.dispose()
+            uri = f"file:{path}?{options}"
+            self.engine = sa.create_engine("sqlite://", creator=lambda uri=uri: sqlite3.connect(
+                uri, uri=True, check_same_thread=False))
+            _configure_sqlite(self.engine)
+            try:
+                self._prepare_schema(create=False)
+                return True
+            except sa.exc.OperationalError:
+                continue
+        return False
 
     def _check_version(self, conn: sa.Connection) -> int:
         """The schema version found (0: an empty database); DatabaseError when foreign or newer."""
@@ -195,7 +217,12 @@ class Store:
                 raise DatabaseError(f"database {self.target} holds other tables, not tagger's: pass another --db")
             return 0
         row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version"))
-        found = int(row.scalar_one_or_none() or (1 if "videos" in existing else 0))  # no version row: 1
+        stored = row.scalar_one_or_none()
+        try:
+            found = int(stored or (1 if "videos" in existing else 0))  # no version row: 1
+        except ValueError:
+            raise DatabaseError(f"database {self.target} has schema version {stored!r}, not a whole number: "
+                                "it was not written by tagger; pass another --db") from None
         if found > SCHEMA_VERSION:
             raise DatabaseError(
                 f"database {self.target} has schema version {found}, newer than this tagger's "
@@ -218,7 +245,19 @@ class Store:
                 pass  # a database we may only read (read-only file or share): read it as it is
 
     def _upgrade(self) -> None:
-        """Create the schema in a new database, or migrate an older one, in one transaction."""
+        """Create the schema in a new database, or migrate an older one, in one transaction.
+
+        A SQLite file is switched to WAL only once it is known to be empty or tagger's own: a
+        foreign file is refused untouched.
+        """
+        if self.engine.dialect.name == "sqlite":
+            with self.read() as conn:
+                self._check_version(conn)
+            raw = self.engine.raw_connection()  # no BEGIN: SQLite changes journal modes only outside a transaction
+            try:
+                raw.cursor().execute("PRAGMA journal_mode = WAL")
+            finally:
+                raw.close()
         with self.write() as conn:
             if conn.dialect.name == "postgresql" and sa.inspect(conn).has_table("meta"):
                 conn.exec_driver_sql("LOCK TABLE meta IN EXCLUSIVE MODE")  # one migrating process at a time
@@ -375,7 +414,6 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA busy_timeout = 60000")  # concurrent scans wait, not fail
-        cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()

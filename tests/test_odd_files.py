@@ -75,3 +75,67 @@ def test_failed_output_cannot_be_forged_by_a_file_name(colour_model, tmp_path, r
     lines = result.stdout.splitlines()
     assert len(lines) == 1 and lines[0].count("\t") == 1
     assert lines[0].startswith(f"{folder}/x.avi\\tempty file (0 bytes)\\nfake.avi\\tok.avi\t")
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nobody may write, as a read-only share is: chattr +i as root (root ignores file
+    modes), chmod 555 otherwise. Undone afterwards, so the folder can be removed."""
+    import subprocess
+
+    folder = tmp_path / "share"
+    folder.mkdir()
+
+    def lock():
+        if os.geteuid() == 0:
+            if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+                pytest.skip("running as root where chattr +i is unavailable: no way to make a folder read-only")
+        else:
+            folder.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+
+    yield folder, lock
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    folder.chmod(0o755)
+
+
+def test_readers_read_a_database_they_may_not_write(read_only_folder, red_clip, colour_model, runner):
+    folder, lock = read_only_folder
+    db = folder / "tags.db"
+    assert runner.invoke(app, ["scan", str(red_clip), "--db", str(db), "--model", str(colour_model), "-q"]).exit_code == 0
+    assert runner.invoke(app, ["query", "--db", str(db)]).exit_code == 0  # checkpoints and leaves no -wal/-shm
+    for leftover in folder.glob("tags.db-*"):
+        leftover.unlink()
+    lock()
+    for command in (["query", "--all", "--format", "json"], ["query", "--all", "--threshold", "0.5", "--format", "json"],
+                    ["show", str(red_clip)], ["failed"], ["export-csv"]):
+        result = runner.invoke(app, [*command, "--db", str(db)])
+        assert result.exit_code == 0, (command, result.output)
+    listed = runner.invoke(app, ["query", "--all", "--format", "json", "--db", str(db)])
+    assert [(r["label"], r["end_s"]) for r in json.loads(listed.stdout)] == [("Red", 2.0)]
+    scan = runner.invoke(app, ["scan", str(red_clip), "--db", str(db), "--model", str(colour_model), "--force"])
+    assert scan.exit_code == 5 and scan.stderr.startswith(f"Error: cannot use database {db}: ")
+
+
+@pytest.mark.parametrize("command", [["query"], ["failed"], ["scan", "{video}"]])
+def test_a_foreign_sqlite_file_is_refused_untouched(command, red_clip, colour_model, tmp_path, runner):
+    db = tmp_path / "notes.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE notes (text)")
+    args = [a.replace("{video}", str(red_clip)) for a in command] + ["--db", str(db)]
+    result = runner.invoke(app, args + (["--model", str(colour_model)] if command[0] == "scan" else []))
+    assert (result.exit_code, result.stderr) == (5, f"Error: database {db} holds other tables, not tagger's: pass another --db\n")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # not switched to WAL
+
+
+@pytest.mark.parametrize("command", [["query"], ["scan", "{video}"]])
+def test_a_schema_version_that_is_not_a_whole_number_exits_5(command, red_clip, colour_model, tmp_path, runner):
+    db = tmp_path / "odd.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '2.5')")
+    args = [a.replace("{video}", str(red_clip)) for a in command] + ["--db", str(db)]
+    result = runner.invoke(app, args + (["--model", str(colour_model)] if command[0] == "scan" else []))
+    assert (result.exit_code, result.stderr) == (5, f"Error: database {db} has schema version '2.5', not a whole "
+                                                    "number: it was not written by tagger; pass another --db\n")
