@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import traceback
 from typing import Annotated, Optional
 
@@ -84,6 +85,18 @@ LabelOption = Annotated[Optional[list[str]], typer.Option("--label", "-l", help=
 MinScoreOption = Annotated[Optional[float], typer.Option("--min-score", help="Only segments scoring at least this")]
 AudioModelOption = Annotated[Optional[str], typer.Option("--audio-model", help="Exported audio ONNX model [env: TAGGER_AUDIO_MODEL; default: the one the vision model names, or the shipped one with the shipped model]")]
 PathOption = Annotated[Optional[str], typer.Option("--path", help="Only videos whose path matches this glob or contains this text")]
+
+
+class _WarningLines(logging.Handler):
+    """The library's warnings (what discovery skipped, and why) as `warning: ...` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"warning: {printable(record.getMessage())}", markup=False, highlight=False)
+
+
+_library_log = logging.getLogger("tagger")
+if not any(isinstance(h, _WarningLines) for h in _library_log.handlers):
+    _library_log.addHandler(_WarningLines(logging.WARNING))
 
 
 def _boundary(command):

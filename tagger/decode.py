@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -210,8 +211,12 @@ class PyAVSource(FrameSource):
 
 def check_readable(path: str) -> None:
     """Raise DecodeError for a file no decoder could read: missing, unreadable, or empty."""
-    if not os.path.exists(path):
-        raise DecodeError("file not found (deleted or moved during the scan?)")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise DecodeError("file not found (deleted or moved during the scan?)") from None
+    if not stat.S_ISREG(mode):
+        raise DecodeError("not a regular file (a FIFO, device or socket): only video files can be scanned")
     if not os.access(path, os.R_OK):
         raise DecodeError("permission denied: make the file readable to scan it")
     if os.path.getsize(path) == 0:

@@ -139,3 +139,51 @@ def test_a_schema_version_that_is_not_a_whole_number_exits_5(command, red_clip, 
     result = runner.invoke(app, args + (["--model", str(colour_model)] if command[0] == "scan" else []))
     assert (result.exit_code, result.stderr) == (5, f"Error: database {db} has schema version '2.5', not a whole "
                                                     "number: it was not written by tagger; pass another --db\n")
+
+
+def test_a_fifo_is_not_a_regular_file(colour_model, tmp_path, runner):
+    fifo = tmp_path / "live.mp4"
+    os.mkfifo(fifo)
+    result = runner.invoke(app, ["scan", str(fifo), "--db", str(tmp_path / "t.db"), "--model", str(colour_model), "-q"])
+    assert result.exit_code == 3
+    assert result.stderr == (f"failed: {fifo}: not a regular file (a FIFO, device or socket): only video files "
+                             "can be scanned\n")
+    walked = runner.invoke(app, ["scan", str(tmp_path), "--db", str(tmp_path / "t.db"), "--model", str(colour_model), "-q"])
+    assert walked.exit_code == 0
+    assert walked.stderr == ("warning: skipped 1 special file named like a video (a FIFO, device or socket): "
+                             "only regular files are scanned\n")
+
+
+def test_a_folder_of_symbolic_links_says_what_it_skipped(red_clip, colour_model, tmp_path, runner):
+    folder = tmp_path / "links"
+    folder.mkdir()
+    for name in ("a.avi", "b.avi"):
+        (folder / name).symlink_to(red_clip)
+    (folder / "more").symlink_to(red_clip.parent)
+    (folder / "notes.txt").symlink_to(tmp_path)  # a link to a folder counts: it may hold videos
+    result = runner.invoke(app, ["scan", str(folder), "--db", str(tmp_path / "t.db"), "--model", str(colour_model), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["found"] == 0
+    assert result.stderr == "warning: skipped 4 symbolic links to videos or folders: pass --follow-symlinks to follow them\n"
+    followed = runner.invoke(app, ["scan", str(folder), "--db", str(tmp_path / "t.db"), "--model", str(colour_model),
+                                   "--json", "--follow-symlinks"])
+    assert json.loads(followed.stdout)["found"] == 3 and followed.stderr == ""
+
+
+def test_an_unreadable_subfolder_is_reported(red_clip, colour_model, tmp_path, runner, monkeypatch):
+    """As root no folder is unreadable, so the denial is injected where the walk lists a folder."""
+    import tagger.discover
+
+    (tmp_path / "open").mkdir()
+    shutil.copy(red_clip, tmp_path / "open" / "red.avi")
+    (tmp_path / "closed").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("closed"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(tagger.discover.os, "scandir", scandir)
+    result = runner.invoke(app, ["scan", str(tmp_path), "--db", str(tmp_path / "t.db"), "--model", str(colour_model), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["found"] == 1
+    assert result.stderr == f"warning: cannot read folder {tmp_path / 'closed'} (Permission denied): its videos are not scanned\n"
