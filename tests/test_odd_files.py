@@ -187,3 +187,21 @@ def test_an_unreadable_subfolder_is_reported(red_clip, colour_model, tmp_path, r
     result = runner.invoke(app, ["scan", str(tmp_path), "--db", str(tmp_path / "t.db"), "--model", str(colour_model), "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["found"] == 1
     assert result.stderr == f"warning: cannot read folder {tmp_path / 'closed'} (Permission denied): its videos are not scanned\n"
+
+
+def test_a_very_wide_video_is_refused_with_the_reason_not_decoded_huge(colour_model, tmp_path, runner):
+    """10000x10 frames scaled to the model's short side are 320000x32 here (224000x224, 150 MB a
+    frame, with the default model): one decoder took 1.3 GB for a 20 s video."""
+    wide = write_video(tmp_path / "wide.mkv", 2, size=(10000, 10), codec="ffv1")
+    result = runner.invoke(app, ["scan", str(wide), "--db", str(tmp_path / "t.db"), "--model", str(colour_model), "-q"])
+    assert result.exit_code == 3
+    reason = ("frames of 10000x10 have an aspect ratio of 1000:1 (at most 8:1 is decoded): scaled to 32000x32 for "
+              "the model they would take 3 MB each")
+    assert result.stderr == f"failed: {wide}: pyav: {reason}; decord: {reason}\n"
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1920, 1080), (3840, 2160), (720, 1280), (5120, 1440), (7680, 4320)])
+def test_ordinary_frame_sizes_are_decoded(size):
+    from tagger.decode import check_frame_size
+
+    check_frame_size(*size, 224)  # no error
