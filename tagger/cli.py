@@ -141,7 +141,7 @@ def scan(
     paths: Annotated[list[str], typer.Argument(help="Folders to walk and/or video files")],
     db: DbOption = None,
     model: ModelOption = None,
-    device: DeviceOption = "auto",
+    device: DeviceOption = ScanSettings.device,
     hop: Annotated[Optional[float], typer.Option(help="Seconds between window starts [default: one window]")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="Score threshold (0-1) for every label [default: the model's]")] = None,
     smooth: Annotated[int, typer.Option(help="Moving-average width over windows (1 = off)")] = SegmentRules.smooth,
@@ -199,7 +199,7 @@ def scan(
 def models(
     model: ModelOption = None,
     audio_model: AudioModelOption = None,
-    device: DeviceOption = "auto",
+    device: DeviceOption = ScanSettings.device,
 ) -> None:
     """Show the models a scan would use: labels, thresholds, window, providers, what they can tag.
 
@@ -237,7 +237,7 @@ def query(
     model: QueryModelOption = None,
     source: SourceOption = None,
     limit: Annotated[Optional[int], typer.Option(help="At most this many rows")] = None,
-    sort: Annotated[str, typer.Option(help="path, score or time")] = "path",
+    sort: Annotated[str, typer.Option(help="path, score or time")] = "path",  # SegmentQuery.order; importing it costs 0.3 s of SQLAlchemy
     all_labels: Annotated[bool, typer.Option("--all", help="List every segment (with no --label, the default is a per-label summary)")] = False,
     threshold: ThresholdOption = None,
     smooth: SmoothOption = SegmentRules.smooth,
