@@ -111,7 +111,7 @@ def _boundary(command):
         except errors.TaggerError as exc:
             if _state["debug"]:
                 traceback.print_exc()
-            err.print(f"Error: {exc}", markup=False, highlight=False)
+            err.print(f"Error: {printable(str(exc))}", markup=False, highlight=False)  # one line, even for odd names
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("Interrupted: finished videos are stored; run the same scan again to resume.")
