@@ -128,7 +128,7 @@ def render_model(console: Console, model) -> None:
     c = model.contract
     table = Table(title=Text(str(model.path)), show_header=False)
     table.add_row("name / arch / version", f"{model.name} / {c.arch} / {c.version}")
-    table.add_row("sha256", model.sha256)
+    table.add_row("sha256", Text(model.sha256, overflow="fold"))
     table.add_row("kind / output", f"{c.kind} / {c.output}")
     if c.kind == "video":
         table.add_row("window", f"{c.clip_len} frames every {c.frame_interval:.3f} s = {c.window_seconds:.2f} s, "
