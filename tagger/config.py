@@ -11,10 +11,11 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tagger.decode import DECODERS
+from tagger.decode import DECODERS, source_class
 from tagger.discover import DiscoveryRules
+from tagger.errors import UsageError, check_choice, check_range
 from tagger.fusion import FusionRules
-from tagger.segments import SegmentRules
+from tagger.segments import SegmentRules, check_threshold
 
 ENV_DB = "TAGGER_DB"
 ENV_MODEL = "TAGGER_MODEL"
@@ -45,6 +46,11 @@ def resolve_audio_model(flag: str | None) -> str | None:
 
 
 MAX_DEFAULT_WORKERS = 8  # each decoder process holds 50-80 MB; beyond 8, give them threads instead
+MAX_WORKERS = 64  # 64 decoder processes already hold 3-5 GB; more is a typing mistake
+MAX_BATCH_SIZE = 4096  # windows per inference call; 4096 default-model windows are 4.9 GB of frames
+MAX_THREADS = 256
+MAX_ACTORS = 100_000  # Ray actors: one per CPU of the cluster is the default
+EXECUTORS = ("local", "ray")  # where the per-video step runs: see tagger.executors
 
 
 def usable_cores() -> int:
@@ -74,7 +80,7 @@ class ScanSettings:
     segment_rules: SegmentRules = field(default_factory=SegmentRules)
     discovery: DiscoveryRules = field(default_factory=DiscoveryRules)
     batch_size: int = 0  # windows per inference call, gathered across videos; 0 = auto (see model.py)
-    workers: int = field(default_factory=default_workers)
+    workers: int | None = None  # decoder processes, or Ray actors; None: the executor's default
     timeout: float = 120.0  # seconds a decoder may go without progress before it is killed
     threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's choice
     force: bool = False  # re-tag videos even when unchanged
@@ -95,3 +101,24 @@ class ScanSettings:
             "windows": {"hop": self.hop, "streams": self.streams},
             "segments": {"threshold": self.threshold, **asdict(self.segment_rules), "fusion": asdict(self.fusion)},
         }, sort_keys=True)
+
+    def __post_init__(self) -> None:
+        """Every option checked here, so the CLI and library callers get the same one-line errors."""
+        check_range("--hop", self.hop, 0, above=True, note=" seconds")
+        check_threshold(self.threshold)
+        check_range("--batch-size", self.batch_size, 0, MAX_BATCH_SIZE, note=" windows (0 = auto)")
+        check_choice("--executor", self.executor, EXECUTORS)
+        if self.executor == "ray":
+            check_range("--workers", self.workers, 1, MAX_ACTORS, note=" Ray actors")
+        else:
+            check_range("--workers", self.workers, 1, MAX_WORKERS, note=" decoder processes")
+            if self.ray_address:
+                raise UsageError("--ray-address needs --executor ray")
+        check_range("--lease", self.lease, 0, above=True, note=" seconds")
+        check_range("--timeout", self.timeout, 1, note=" (seconds a decoder may go without progress)")
+        check_range("--threads", self.threads, 0, MAX_THREADS, note=" (0 = onnxruntime's choice)")
+        check_choice("--streams", self.streams, STREAMS)
+        if not self.decoders:
+            raise UsageError("--decoders names no decoder: give pyav, decord or module:FrameSourceClass")
+        for name in self.decoders:
+            source_class(name)  # an unknown decoder is a usage error now, not a failure per video

@@ -73,8 +73,10 @@ class ModelContract:
 
     @property
     def tag_labels(self) -> tuple[str, ...]:
-        """Labels that can become tags (all but the background label)."""
-        return tuple(label for label in self.labels if label != self.background)
+        """Labels that can become tags: all but the background label and raw descriptors (a
+        threshold above 1, which no score reaches). The one home of this rule: fusion, the scan and
+        `tagger models` all ask here."""
+        return tuple(label for label in self.labels if label != self.background and self.threshold_for(label) <= 1.0)
 
     def threshold_for(self, label: str) -> float:
         """The model's default threshold for `label`."""

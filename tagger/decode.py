@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,31 @@ class VideoInfo:
     fps: float  # average frame rate
     frames: int
     duration: float  # seconds, from the first frame's start to the last frame's end
+
+
+MAX_ASPECT = 8.0  # wider (or taller) than 8:1 the centre crop shows under 1/8 of the frame; no camera films that
+MAX_SOURCE_PIXELS = 8192 * 8192  # 67 megapixels: one such frame alone takes 200 MB as RGB
+
+
+def check_frame_size(width: int, height: int, short_side: int) -> None:
+    """Refuse, with the reason, a frame whose decoding would take unbounded memory.
+
+    Frames are scaled so their short side is the model's; a 10000x10 frame would become
+    224000x224 (150 MB a frame, 1.3 GB in one decoder) to feed a 224x224 crop.
+
+    Raises:
+        DecodeError: the frame is more than MAX_ASPECT times wider than high (or the reverse), or
+            larger than MAX_SOURCE_PIXELS.
+    """
+    if width * height > MAX_SOURCE_PIXELS:
+        raise DecodeError(f"frames of {width}x{height} are over {MAX_SOURCE_PIXELS // 1_000_000} megapixels: "
+                          "too large to decode in bounded memory; scale the video down first")
+    ratio = max(width, height) / max(1, min(width, height))
+    if ratio > MAX_ASPECT:
+        out_w, out_h = scaled_size(width, height, short_side)
+        raise DecodeError(f"frames of {width}x{height} have an aspect ratio of {ratio:.0f}:1 (at most {MAX_ASPECT:g}:1 "
+                          f"is decoded): scaled to {out_w}x{out_h} for the model they would take "
+                          f"{out_w * out_h * 3 // 1_000_000} MB each")
 
 
 def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -93,6 +119,7 @@ class DecordSource(FrameSource):
             del probe
             if frames < 1 or width < 1:
                 raise DecodeError("no decodable video frames")
+            check_frame_size(width, height, short_side)
             out_w, out_h = scaled_size(width, height, short_side)
             self._reader = decord.VideoReader(path, width=out_w, height=out_h, num_threads=1)
             stamps = np.asarray(self._reader.get_frame_timestamp(range(frames)), dtype=np.float64)
@@ -172,6 +199,7 @@ class PyAVSource(FrameSource):
         if rate <= 0:
             rate = (len(stamps) - 1) / stamps[-1] if stamps[-1] > 0 else 25.0
         self._timestamps = stamps
+        check_frame_size(width, height, short_side)
         out_w, out_h = scaled_size(width, height, short_side)
         self._decode_size = (out_h, out_w) if self._turns % 2 else (out_w, out_h)  # before rotation
         self._info = VideoInfo(width, height, rate, len(stamps), float(stamps[-1] + 1.0 / rate))
@@ -210,8 +238,12 @@ class PyAVSource(FrameSource):
 
 def check_readable(path: str) -> None:
     """Raise DecodeError for a file no decoder could read: missing, unreadable, or empty."""
-    if not os.path.exists(path):
-        raise DecodeError("file not found (deleted or moved during the scan?)")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise DecodeError("file not found (deleted or moved during the scan?)") from None
+    if not stat.S_ISREG(mode):
+        raise DecodeError("not a regular file (a FIFO, device or socket): only video files can be scanned")
     if not os.access(path, os.R_OK):
         raise DecodeError("permission denied: make the file readable to scan it")
     if os.path.getsize(path) == 0:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import logging
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tagger.errors import UsageError
+
+log = logging.getLogger(__name__)  # what discovery skipped; the CLI prints these as warnings
 
 VIDEO_EXTENSIONS = frozenset(
     ".avi .mp4 .m4v .mkv .mov .webm .mpg .mpeg .m2v .m2ts .mts .ts .wmv .asf .flv .f4v .3gp .3g2 "
@@ -80,7 +84,9 @@ def _is_candidate(path: str, rules: DiscoveryRules) -> bool:
     return rules.probe and looks_like_video(path)
 
 
-def _walk(root: str, rules: DiscoveryRules) -> Iterator[str]:
+def _walk(root: str, rules: DiscoveryRules, skipped: Counter) -> Iterator[str]:
+    """Video paths under `root`; counts in `skipped` what was passed over (links not followed,
+    special files with a video's name)."""
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -91,7 +97,8 @@ def _walk(root: str, rules: DiscoveryRules) -> Iterator[str]:
                 continue  # a symlink cycle, or the same folder reached twice
             seen.add((info.st_dev, info.st_ino))
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
+        except OSError as exc:
+            log.warning("cannot read folder %s (%s): its videos are not scanned", folder, exc.strerror or exc)
             continue
         subfolders = []
         for entry in entries:
@@ -100,8 +107,14 @@ def _walk(root: str, rules: DiscoveryRules) -> Iterator[str]:
             try:
                 if entry.is_dir(follow_symlinks=rules.follow_symlinks):
                     subfolders.append(entry.path)
-                elif entry.is_file(follow_symlinks=rules.follow_symlinks) and _is_candidate(entry.path, rules):
-                    yield entry.path
+                elif entry.is_file(follow_symlinks=rules.follow_symlinks):
+                    if _is_candidate(entry.path, rules):
+                        yield entry.path
+                elif entry.is_symlink() and not rules.follow_symlinks:
+                    if os.path.isdir(entry.path) or (os.path.isfile(entry.path) and _is_candidate(entry.path, rules)):
+                        skipped["links"] += 1
+                elif Path(entry.name).suffix.lower() in VIDEO_EXTENSIONS:
+                    skipped["special"] += 1
             except OSError:
                 continue
         stack.extend(reversed(subfolders))
@@ -114,18 +127,29 @@ def find_videos(paths: Sequence[str], rules: DiscoveryRules = DiscoveryRules()) 
         UsageError: a given path does not exist.
     """
     found: dict[str, FoundVideo] = {}
+    skipped: Counter = Counter()
     for given in paths:
         root = os.path.abspath(os.path.expanduser(given))
         if not os.path.exists(root):
             raise UsageError(f"path not found: {given} (check the spelling, or quote paths with spaces)")
-        candidates = _walk(root, rules) if os.path.isdir(root) else [root]
+        candidates = _walk(root, rules, skipped) if os.path.isdir(root) else [root]
         for path in candidates:
             try:
                 info = os.stat(path)
             except OSError:
                 continue  # vanished between listing and stat: nothing to scan
             found.setdefault(path, FoundVideo(path, info.st_size, info.st_mtime_ns))
+    if skipped["links"]:
+        log.warning("skipped %s to videos or folders: pass --follow-symlinks to follow them",
+                    _count(skipped["links"], "symbolic link"))
+    if skipped["special"]:
+        log.warning("skipped %s named like a video (a FIFO, device or socket): only regular files are scanned",
+                    _count(skipped["special"], "special file"))
     return sorted(found.values(), key=lambda v: v.path)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def fingerprint(path: str, size: int) -> str | None:

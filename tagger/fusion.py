@@ -7,6 +7,9 @@ The rule (numbers in the README's "Audio" section):
   a silent film, or fireworks that sound like drums, show no instrument.
 - a label only the audio model knows (PlayingSitar) is tagged from sound alone at a stricter
   threshold (`audio`).
+
+`fuse_segments` is the one derivation of segments from window scores: the scan calls it on fresh
+scores, the readers (`query --threshold`, `export-csv --threshold`) on stored ones.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tagger.contract import ModelContract
-from tagger.segments import Segment, SegmentRules, segments_from_mask, smooth_scores
+from tagger.errors import check_range
+from tagger.segments import Segment, SegmentRules, check_threshold, segments_from_mask, smooth_scores
 
 
 @dataclass(frozen=True)
@@ -27,10 +31,17 @@ class FusionRules:
     support: float = 0.5  # fraction of the video threshold vision must reach for sound to confirm
     audio_only: float = 0.8  # threshold for labels only the audio model knows; overridden by the model
 
+    def __post_init__(self) -> None:
+        check_range("fusion support", self.support, 0, 1)
+        check_range("fusion audio_only threshold", self.audio_only, 0, 1)
 
-def audio_tag_labels(contract: ModelContract) -> list[str]:
-    """Audio labels that can become tags (thresholds above 1 mark raw descriptors, never tags)."""
-    return [label for label in contract.tag_labels if contract.threshold_for(label) <= 1.0]
+
+def video_thresholds(contract: ModelContract, threshold: float | None = None) -> dict[str, float]:
+    """label -> threshold for every label the video model can tag: `threshold` for all of them
+    (`--threshold`), else each label's own threshold from the model."""
+    check_threshold(threshold)
+    return {label: threshold if threshold is not None else contract.threshold_for(label)
+            for label in contract.tag_labels}
 
 
 def fuse_segments(
@@ -53,7 +64,7 @@ def fuse_segments(
     video = smooth_scores(np.asarray(video_scores, dtype=np.float64), rules.smooth)
     heard = smooth_scores(np.asarray(audio_scores, dtype=np.float64), rules.smooth) if audio_scores is not None else None
     audio_columns = {label: i for i, label in enumerate(audio.labels)} if audio is not None and heard is not None else {}
-    audio_labels = audio_tag_labels(audio) if audio_columns else []
+    audio_labels = list(audio.tag_labels) if audio_columns else []
     only_threshold = dict(audio.extra.get("audio_only_threshold", {})) if audio_columns else {}
     segments: list[Segment] = []
     for label in [*video_thresholds, *(a for a in audio_labels if a not in video_thresholds)]:

@@ -170,3 +170,58 @@ def _check_io(session, contract: ModelContract, model_path: Path) -> str:
     if contract.output not in outputs:
         raise ModelError(f"{model_path}: has no output named {contract.output!r} (found {', '.join(outputs)})")
     return contract.output
+
+
+@dataclass(frozen=True)
+class ScanModels:
+    """The models a scan runs, and what it says about the sound model it chose."""
+
+    video: LoadedModel
+    audio: LoadedModel | None
+    audio_note: str  # which sound model and why, or why none: shown in the scan's summary
+
+
+def is_shipped_default(model: LoadedModel) -> bool:
+    """True for the shipped default vision model, wherever the file was copied to."""
+    shipped = default_model_path()
+    return shipped.is_file() and (model.path.resolve() == shipped.resolve() or model.sha256 == file_sha256(shipped))
+
+
+def load_scan_models(settings) -> ScanModels:
+    """The vision model of `settings` (a ScanSettings) and the sound model that goes with it.
+
+    The pairing rule, in one place: with `--streams video`, none; an explicit `--audio-model`
+    (or $TAGGER_AUDIO_MODEL) always; else the sound model the vision model names in its metadata
+    (`tagger.audio_model`: a file beside it or among the shipped models); else, for the shipped
+    default vision model, the shipped sound model it was tuned with. Any other vision model runs
+    alone: a sound model tuned for another vision model would tag what it never sees.
+
+    Raises:
+        ModelError: a model is missing or invalid, the vision model is an audio model, or the
+            sound model it names is not found.
+    """
+    # On a cluster the actors load the models where they run, on their devices; here they are read.
+    device = "cpu" if settings.executor == "ray" else settings.device
+    video = load_model(settings.model, device, settings.threads)
+    if video.contract.kind != "video":
+        raise ModelError(f"{video.path} is an {video.contract.kind} model: pass it as --audio-model")
+    if settings.streams == "video":
+        return ScanModels(video, None, "none (--streams video)")
+    if settings.audio_model is not None:
+        audio = load_audio_model(settings.audio_model, device, settings.threads)
+        return ScanModels(video, audio, f"{audio.path.name} (--audio-model)")
+    named = video.contract.extra.get("audio_model")
+    if named:
+        beside, shipped = video.path.parent / str(named), default_model_path(str(named))
+        found = beside if beside.is_file() else shipped if shipped.is_file() else None
+        if found is None:
+            raise ModelError(f"{video.path} names the sound model {named}, found neither beside it nor among the "
+                             "shipped models: pass --audio-model PATH, or --streams video")
+        audio = load_audio_model(found, device, settings.threads)
+        return ScanModels(video, audio, f"{audio.path.name} (named by {video.name})")
+    if is_shipped_default(video):
+        audio = load_audio_model(None, device, settings.threads)
+        if audio is None:
+            return ScanModels(video, None, "none (the shipped sound model is not installed)")
+        return ScanModels(video, audio, f"{audio.path.name} (shipped with the default model)")
+    return ScanModels(video, None, f"none ({video.name} names no sound model; add one with --audio-model)")

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 
 from tagger.config import ScanSettings
 from tagger.discover import FoundVideo, find_videos, fingerprint
-from tagger.errors import DatabaseError, ModelError
+from tagger.errors import DatabaseError
 from tagger.executors import Executor, make_executor
 from tagger.fusion import fuse_segments
-from tagger.model import LoadedModel, load_audio_model, load_model
+from tagger.model import LoadedModel, ScanModels, load_scan_models
 from tagger.step import AUDIO, VIDEO, VideoFailure, VideoJob, VideoScores
 from tagger.store import Store, StoredVideo, VideoResult
 
@@ -334,23 +334,20 @@ def register_models(store: Store, models: dict[str, LoadedModel]) -> tuple[dict[
     return ids, pair_id
 
 
-def scan(paths: Sequence[str], settings: ScanSettings, progress: ScanProgress | None = None) -> ScanSummary:
-    """Tag every video under `paths` into the database of `settings`; see `Scanner`."""
-    # On a cluster the actors load the models where they run; here they only need reading.
-    device = "cpu" if settings.executor == "ray" else settings.device
-    models = {VIDEO: load_model(settings.model, device, settings.threads)}
-    if models[VIDEO].contract.kind != "video":
-        raise ModelError(f"{models[VIDEO].path} is an {models[VIDEO].contract.kind} model: pass it as --audio-model")
-    if settings.streams == "both":
-        audio = load_audio_model(settings.audio_model, device, settings.threads)
-        if audio is not None:
-            models[AUDIO] = audio
+def scan(paths: Sequence[str], settings: ScanSettings, progress: ScanProgress | None = None,
+         models: ScanModels | None = None) -> ScanSummary:
+    """Tag every video under `paths` into the database of `settings`; see `Scanner`.
+
+    `models`: the vision and sound models, as `load_scan_models(settings)` chooses them (the default).
+    """
+    models = models or load_scan_models(settings)
+    streams = {VIDEO: models.video, **({AUDIO: models.audio} if models.audio else {})}
     store = Store(settings.db)
     executor = None
     try:
-        executor = make_executor(settings.executor, models, settings.batch_size,
+        executor = make_executor(settings.executor, streams, settings.batch_size,
                                  settings.workers, settings.timeout, settings.ray_address, settings.device)
-        return Scanner(settings, store, models, executor, progress or ScanProgress()).run(paths)
+        return Scanner(settings, store, streams, executor, progress or ScanProgress()).run(paths)
     finally:
         if executor is not None:
             executor.close()

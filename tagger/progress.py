@@ -11,8 +11,10 @@ import time
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
+from tagger.export import printable
 from tagger.pipeline import ScanProgress, ScanSummary
 
 
@@ -24,29 +26,44 @@ class RichProgress(ScanProgress):
     """Overall bar: videos done of total, video-hours done, rate (video-seconds per second), ETA."""
 
     def __init__(self, console: Console, enabled: bool = True):
-        self.enabled = enabled
+        # Only on a terminal: elsewhere Rich draws nothing yet ends with a blank line (before any error).
+        self.enabled = enabled = enabled and console.is_terminal
+        # Count, hours, rate and ETA never wrap or shrink; the bar is short and the file name takes
+        # what is left, cut with an ellipsis, so an 80-column terminal keeps the numbers that matter.
+        fixed = dict(no_wrap=True, overflow="ignore")
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[hours]} · {task.fields[rate]}"), TimeRemainingColumn(),
-            TextColumn("{task.fields[current]}"), console=console, transient=True, disable=not enabled,
+            TextColumn("[bold]{task.description}", table_column=Column(**fixed)),
+            BarColumn(bar_width=12, table_column=Column(**fixed)),
+            MofNCompleteColumn(table_column=Column(**fixed)),
+            TextColumn("{task.fields[hours]} {task.fields[rate]}", table_column=Column(**fixed)),
+            TimeRemainingColumn(table_column=Column(**fixed)),
+            TextColumn("{task.fields[current]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+            console=console, transient=True, disable=not enabled, expand=True,
         )
         self.task = None
         self.video_seconds = 0.0
         self.began = time.monotonic()
 
     def __enter__(self) -> RichProgress:
+        self._terminal = _quiet_control_keys(self.progress.console) if self.enabled else None
         self.progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.__exit__(*exc)
+        try:
+            self.progress.__exit__(*exc)
+        finally:
+            if self._terminal is not None:
+                _restore_terminal(*self._terminal)
 
     def start(self, total: int, skipped: int) -> None:
         self.began = time.monotonic()
-        self.task = self.progress.add_task("scanning", total=total, hours=_hours(0), rate="", current="")
+        if total:  # nothing to do (everything unchanged): no "0/0" bar; the summary says what was skipped
+            self.task = self.progress.add_task("scanning", total=total, hours=_hours(0), rate="", current="")
 
     def video_started(self, path: str) -> None:
-        self.progress.update(self.task, current=escape(os.path.basename(path)[-40:]))
+        if self.task is not None:
+            self.progress.update(self.task, current=escape(printable(os.path.basename(path))))
 
     def video_passed(self, path: str) -> None:
         self.progress.update(self.task, advance=1)
@@ -54,12 +71,46 @@ class RichProgress(ScanProgress):
     def video_finished(self, path: str, seconds: float, ok: bool) -> None:
         self.video_seconds += seconds
         rate = self.video_seconds / max(1e-6, time.monotonic() - self.began)
-        self.progress.update(self.task, advance=1, hours=_hours(self.video_seconds), rate=f"{rate:.1f}x real time")
+        if self.task is not None:
+            self.progress.update(self.task, advance=1, hours=_hours(self.video_seconds), rate=f"{rate:.1f}x")
 
 
-def render_summary(console: Console, summary: ScanSummary, db: str) -> None:
-    """The table printed when a scan ends: tagged, skipped, failed (with reasons)."""
-    table = Table(title=escape(f"scan {summary.scan_id} → {db}"), show_header=False)
+def _quiet_control_keys(console: Console):
+    """Stop the terminal echoing "^C": echoed after a full-width progress line it wraps, so the
+    display erased the wrong line on exit and each Ctrl-C left a copy of the bar behind.
+    Returns what `_restore_terminal` needs, or None where there is no terminal to change."""
+    try:
+        import termios
+    except ImportError:  # not a POSIX terminal
+        return None
+    try:
+        fd = console.file.fileno()
+        if not os.isatty(fd):
+            return None
+        saved = termios.tcgetattr(fd)
+        quiet = list(saved)
+        quiet[3] &= ~termios.ECHOCTL
+        termios.tcsetattr(fd, termios.TCSANOW, quiet)
+        return fd, saved
+    except (AttributeError, OSError, ValueError, termios.error):  # no real file behind the console
+        return None
+
+
+def _restore_terminal(fd: int, saved) -> None:
+    import termios
+
+    try:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
+    except (OSError, termios.error):
+        pass
+
+
+def render_summary(console: Console, summary: ScanSummary, db: str, audio_note: str | None = None) -> None:
+    """The table printed when a scan ends: tagged, skipped, failed (with reasons), the models used.
+
+    `audio_note` says which sound model was used and why, or why none (`ScanModels.audio_note`).
+    """
+    table = Table(title=Text(printable(f"scan {summary.scan_id} → {db}")), show_header=False)
     table.add_row("videos found", str(summary.found))
     table.add_row("tagged", str(summary.tagged))
     table.add_row("skipped (unchanged)", str(summary.skipped))
@@ -69,27 +120,22 @@ def render_summary(console: Console, summary: ScanSummary, db: str) -> None:
     table.add_row("segments stored", str(summary.segments))
     rate = summary.video_seconds / max(summary.wall_seconds, 1e-6)
     table.add_row("video time tagged", f"{summary.video_seconds:.1f} s in {summary.wall_seconds:.1f} s ({rate:.1f}x real time)")
-    table.add_row("model", escape(f"{summary.model} on {', '.join(summary.providers)}"))
+    table.add_row("model", Text(f"{os.path.basename(summary.model)} on {', '.join(p.removesuffix('ExecutionProvider') for p in summary.providers)}"
+                                f" ({os.path.dirname(summary.model)})"))
     if summary.executor != "local":
         table.add_row("executor", summary.executor)
-    table.add_row("audio model", escape(summary.audio_model or "none (vision only)"))
+    table.add_row("audio model", Text(audio_note or (summary.audio_model or "none (vision only)")))
     console.print(table)
     for path, reason in summary.failed:
-        console.print(f"[red]failed[/red] {escape(path)}: {escape(reason)}", highlight=False)
-
-
-UCF101_INSTRUMENTS = (  # the instrument classes of UCF101, the vocabulary this tool grew from
-    "Drumming", "PlayingCello", "PlayingDaf", "PlayingDhol", "PlayingFlute", "PlayingGuitar", "PlayingPiano",
-    "PlayingSitar", "PlayingTabla", "PlayingViolin",
-)
+        console.print(Text.assemble(("failed", "red"), f" {printable(path)}: {printable(reason)}"))
 
 
 def render_model(console: Console, model) -> None:
     """One model: identity, input geometry, providers, taggable labels with their thresholds."""
     c = model.contract
-    table = Table(title=escape(str(model.path)), show_header=False)
+    table = Table(title=Text(str(model.path)), show_header=False)
     table.add_row("name / arch / version", f"{model.name} / {c.arch} / {c.version}")
-    table.add_row("sha256", model.sha256)
+    table.add_row("sha256", Text(model.sha256, overflow="fold"))
     table.add_row("kind / output", f"{c.kind} / {c.output}")
     if c.kind == "video":
         table.add_row("window", f"{c.clip_len} frames every {c.frame_interval:.3f} s = {c.window_seconds:.2f} s, "
@@ -101,19 +147,17 @@ def render_model(console: Console, model) -> None:
     console.print(table)
     labels = Table("label", "threshold")
     for label in c.tag_labels:
-        if c.threshold_for(label) <= 1.0:  # above 1: a raw descriptor, never a tag
-            labels.add_row(escape(label), f"{c.threshold_for(label):.2f}")
+        labels.add_row(Text(label), f"{c.threshold_for(label):.2f}")
     console.print(labels)
 
 
-def render_coverage(console: Console, video, audio) -> None:
-    """Which of UCF101's instrument classes this pair of models can tag, and from what."""
+def render_coverage(console: Console, video, audio, audio_note: str = "") -> None:
+    """Every label this pair of models can tag, and from what evidence."""
     seen = set(video.contract.tag_labels)
-    heard = {label for label in audio.contract.tag_labels if audio.contract.threshold_for(label) <= 1.0} if audio else set()
-    rows = Table("UCF101 instrument", "can be tagged from")
-    for label in UCF101_INSTRUMENTS:
+    heard = set(audio.contract.tag_labels) if audio else set()
+    rows = Table("label", "can be tagged from", title=Text(f"sound model: {audio_note}") if audio_note else None)
+    for label in sorted(seen | heard):
         source = ("vision and sound" if label in seen and label in heard else "vision" if label in seen
-                  else "sound alone (stricter threshold)" if label in heard
-                  else "nothing: needs a model trained on UCF101 (see README, Train on UCF101)")
-        rows.add_row(label, source)
+                  else "sound alone (stricter threshold)")
+        rows.add_row(Text(label), source)
     console.print(rows)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from tagger.errors import check_choice, check_range
 from tagger.store import models, segments, videos, windows
 
 ORDERS = ("path", "score", "time")
@@ -30,6 +31,13 @@ class SegmentQuery:
     source: str | None = None  # video | audio | both
     limit: int | None = None
     order: str = "path"  # path | score | time
+
+    def __post_init__(self) -> None:
+        check_range("--min-score", self.min_score, 0, 1)
+        check_range("--min-duration", self.min_duration, 0, note=" seconds")
+        check_range("--limit", self.limit, 1)
+        check_choice("--sort", self.order, ORDERS)
+        check_choice("--source", self.source, SOURCES)
 
 
 def _like_escape(text: str) -> str:
@@ -53,24 +61,32 @@ def path_condition(column, pattern: str, dialect: str):
     return _glob(column, pattern, dialect)
 
 
+def _model_condition(table, model: str):
+    """`table` (models or an alias) is `model`: a name, a sha256 prefix, or one part of a "vision+sound" pair."""
+    return sa.or_(
+        table.c.name == model,
+        table.c.name.startswith(model + "+", autoescape=True),
+        table.c.name.endswith("+" + model, autoescape=True),
+        table.c.sha256.startswith(model, autoescape=True),
+    )
+
+
 def _video_filters(stmt, query: SegmentQuery, dialect: str):
+    """Filters on the video (path) and, for segments, on the model that made them."""
     if query.path:
         stmt = stmt.where(path_condition(videos.c.path, query.path, dialect))
     if query.exact_path is not None:
         stmt = stmt.where(videos.c.path == query.exact_path)
-    if query.model:  # a name, a sha256 prefix, or one part of a "vision+sound" pair
-        stmt = stmt.where(sa.or_(
-            models.c.name == query.model,
-            models.c.name.startswith(query.model + "+", autoescape=True),
-            models.c.name.endswith("+" + query.model, autoescape=True),
-            models.c.sha256.startswith(query.model, autoescape=True),
-        ))
     return stmt
+
+
+def _segment_model_filter(stmt, query: SegmentQuery):
+    return stmt.where(_model_condition(models, query.model)) if query.model else stmt
 
 
 def _segment_filters(stmt, query: SegmentQuery, dialect: str):
     """Every filter on segments, in one place for listing and summarising alike."""
-    stmt = _video_filters(stmt, query, dialect)
+    stmt = _segment_model_filter(_video_filters(stmt, query, dialect), query)
     if query.labels:
         stmt = stmt.where(segments.c.label.in_(query.labels))
     if query.min_score is not None:
@@ -105,22 +121,32 @@ def select_segments(conn: sa.Connection, query: SegmentQuery) -> list[sa.Row]:
     return list(conn.execute(stmt))
 
 
-def select_windows(conn: sa.Connection, query: SegmentQuery) -> sa.CursorResult:
+def select_windows(conn: sa.Connection, query: SegmentQuery, whole_videos: bool = False) -> sa.CursorResult:
     """Stored window scores in video then time order, streamed: iterate while `conn` is open.
 
-    Rows carry `model_id`; look the labels up in `select_models` rather than reading them again
-    for every window (an archive holds millions of windows).
+    Rows carry `model_id` (the model that scored the window) and `video_model` (the name of the
+    model, or vision+sound pair, the video was tagged with, as its stored segments name it); look
+    labels and contracts up in `select_models` rather than reading them again for every window
+    (an archive holds millions of windows). `query.model` matches the window's model, or with
+    `whole_videos` also the video's, so every window of a video tagged by a matching pair comes back.
     """
+    tagged_by = models.alias("tagged_by")
     stmt = (
         sa.select(
             videos.c.id.label("video_id"), videos.c.path, windows.c.start, windows.c.end, windows.c.scores,
-            windows.c.model_id, models.c.name.label("model"),
+            windows.c.model_id, models.c.name.label("model"), tagged_by.c.name.label("video_model"),
             videos.c.duration.label("video_duration"), videos.c.fps,
         )
         .join(videos, videos.c.id == windows.c.video_id)
         .join(models, models.c.id == windows.c.model_id)
+        .join(tagged_by, tagged_by.c.id == videos.c.model_id, isouter=True)
     )
     stmt = _video_filters(stmt, query, conn.dialect.name)
+    if query.model:
+        matches = _model_condition(models, query.model)
+        if whole_videos:
+            matches = sa.or_(matches, _model_condition(tagged_by, query.model))
+        stmt = stmt.where(matches)
     return conn.execute(stmt.order_by(videos.c.path, windows.c.start),
                         execution_options={"yield_per": WINDOW_ROWS_PER_FETCH})
 
@@ -155,6 +181,12 @@ def select_video(conn: sa.Connection, path: str) -> sa.Row | None:
         .where(videos.c.path == path)
     )
     return conn.execute(stmt).one_or_none()
+
+
+def select_paths_named(conn: sa.Connection, name: str) -> list[str]:
+    """Stored video paths whose file name is `name`."""
+    stmt = sa.select(videos.c.path).where(videos.c.path.endswith("/" + name, autoescape=True))
+    return [row.path for row in conn.execute(stmt)]
 
 
 def _stored_columns(conn: sa.Connection, table: sa.Table) -> list[sa.Column]:

@@ -1,26 +1,33 @@
-"""The read side: stored tags as flat records, re-thresholded from window scores when asked.
+"""The read side: stored tags as flat records, re-derived from window scores when asked.
 
 Commands call these functions and render what they return; all SQL lives in `tagger.queries`.
+Re-deriving (`--threshold`) calls the scan's own derivation, `tagger.fusion.fuse_segments`, on the
+stored video and sound windows with the contracts stored beside them, so `query --threshold X`
+gives exactly the segments a scan at `--threshold X` stores.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import groupby
 from types import SimpleNamespace
 
 import numpy as np
 import sqlalchemy as sa
 
-from tagger.errors import UsageError
-from tagger.export import segment_record
+from tagger.contract import ModelContract
+from tagger.errors import ModelError, UsageError
+from tagger.export import segment_record, undecodable_escaped
+from tagger.fusion import FusionRules, fuse_segments, video_thresholds
 from tagger.queries import (
-    ORDERS, SOURCES, SegmentQuery, select_failed, select_label_summary, select_models, select_segments,
-    select_video, select_windows,
+    SegmentQuery, select_failed, select_label_summary, select_models, select_paths_named, select_segments, select_video,
+    select_windows,
 )
-from tagger.segments import SegmentRules, merge_segments
+from tagger.segments import SegmentRules, check_threshold
 from tagger.store import Store, decode_scores
 
 
@@ -35,23 +42,28 @@ def reading(db: str) -> Iterator[sa.Connection]:
         store.close()
 
 
-def check_query(query: SegmentQuery) -> None:
-    """Raise UsageError for a sort order or source that does not exist."""
-    if query.order not in ORDERS:
-        raise UsageError(f"--sort {query.order!r} is not one of {', '.join(ORDERS)}")
-    if query.source is not None and query.source not in SOURCES:
-        raise UsageError(f"--source {query.source!r} is not one of {', '.join(SOURCES)}")
+def check_labels(conn: sa.Connection, query: SegmentQuery) -> None:
+    """Raise UsageError for a --label no stored model has, naming the close matches."""
+    known = {label for model in select_models(conn).values() for label in model.labels or ()}
+    for label in query.labels:
+        if label in known:
+            continue
+        close = [k for k in sorted(known) if k.lower() == label.lower()] or difflib.get_close_matches(label, sorted(known), 3, 0.6)
+        hint = f"did you mean {' or '.join(close)}?" if close else "`tagger query` with no --label lists the stored labels"
+        raise UsageError(f"no stored model has the label {label!r}: {hint}")
 
 
 def segment_records(db: str, query: SegmentQuery, threshold: float | None = None,
                     rules: SegmentRules = SegmentRules()) -> list[dict]:
-    """Segments matching `query`; with `threshold`, re-derived from stored window scores."""
-    check_query(query)
+    """Segments matching `query`; with `threshold`, re-derived from stored window scores exactly
+    as a scan with that `--threshold` and `rules` derives them."""
+    check_threshold(threshold)
     with reading(db) as conn:
+        check_labels(conn, query)
         if threshold is None:
             return [segment_record(row) for row in select_segments(conn, query)]
         # One video's windows in memory at a time; only the (far fewer) segments are kept.
-        derived = _rethreshold(select_windows(conn, query), select_models(conn), query, threshold, rules)
+        derived = rederive(select_windows(conn, query, whole_videos=True), select_models(conn), query, threshold, rules)
         records = [segment_record(seg) for seg in derived]
     key = {
         "path": lambda r: (r["path"], r["start_s"], r["label"]),
@@ -62,39 +74,71 @@ def segment_records(db: str, query: SegmentQuery, threshold: float | None = None
     return records[: query.limit] if query.limit else records
 
 
-def _rethreshold(rows, known: dict, query: SegmentQuery, threshold: float,
-                 rules: SegmentRules) -> Iterator[SimpleNamespace]:
-    """Vision evidence only: a video's audio windows (another model) are left out of the re-derivation.
+@dataclass(frozen=True)
+class StoredWindows:
+    """One model's stored windows of one video."""
 
-    `rows` come from `select_windows` (video, then time order), `known` from `select_models`.
+    contract: ModelContract
+    starts: np.ndarray  # (W,) seconds
+    ends: np.ndarray  # (W,) seconds
+    scores: np.ndarray  # (W, K)
+
+
+def rederive(rows: Iterable, known: dict, query: SegmentQuery, threshold: float | None,
+             rules: SegmentRules, fusion: FusionRules = FusionRules()) -> Iterator[SimpleNamespace]:
+    """Segments of every video in `rows` (from `select_windows`, video then time order) derived
+    from its stored vision and sound windows by the scan's `fuse_segments`, then filtered by `query`.
+
+    `known` comes from `select_models`: each window model's stored metadata is its contract.
     """
-    if query.source not in (None, "video"):
-        return
-    seen = (r for r in rows if known[r.model_id].meta.get("tagger.kind", "video") == "video")
-    for _, group in groupby(seen, key=lambda r: (r.video_id, r.model_id)):
-        group = list(group)
-        first, model = group[0], known[group[0].model_id]
-        background = model.meta.get("tagger.background") or None
-        labels = list(model.labels)
-        wanted = {label: threshold for label in labels
-                  if label != background and (not query.labels or label in query.labels)}
-        scores = np.stack([decode_scores(r.scores) for r in group])
-        starts = np.array([r.start for r in group])
-        ends = np.array([r.end for r in group])
-        for seg in merge_segments(scores, starts, ends, labels, wanted, rules):
+    contracts: dict[int, ModelContract | None] = {}
+
+    def contract_of(model_id: int) -> ModelContract | None:
+        if model_id not in contracts:
+            try:
+                contracts[model_id] = ModelContract.from_metadata(known[model_id].meta or {}, known[model_id].name)
+            except ModelError:
+                contracts[model_id] = None  # not a model's contract (a vision+sound pair's row)
+        return contracts[model_id]
+
+    for _, video_rows in groupby(rows, key=lambda r: r.video_id):
+        video_rows = list(video_rows)
+        streams: dict[str, StoredWindows] = {}
+        for model_id in dict.fromkeys(r.model_id for r in video_rows):
+            contract = contract_of(model_id)
+            if contract is None or contract.kind in streams:
+                continue
+            mine = [r for r in video_rows if r.model_id == model_id]
+            streams[contract.kind] = StoredWindows(contract, np.array([r.start for r in mine]),
+                                                   np.array([r.end for r in mine]),
+                                                   np.stack([decode_scores(r.scores) for r in mine]))
+        seen, heard = streams.get("video"), streams.get("audio")
+        if seen is None:
+            continue
+        if heard is not None and len(heard.starts) != len(seen.starts):
+            heard = None  # not windows of the same plan: never stored so by a scan
+        first = video_rows[0]
+        segments = fuse_segments(seen.scores, heard.scores if heard else None, seen.starts, seen.ends,
+                                 seen.contract.labels, video_thresholds(seen.contract, threshold),
+                                 heard.contract if heard else None, rules, fusion)
+        for seg in segments:
+            if query.labels and seg.label not in query.labels:
+                continue
+            if query.source is not None and seg.source != query.source:
+                continue
             if query.min_score is not None and seg.score < query.min_score:
                 continue
             if query.min_duration is not None and seg.duration < query.min_duration - 1e-9:
                 continue
             yield SimpleNamespace(path=first.path, label=seg.label, start=seg.start, end=seg.end, score=seg.score,
-                       max_score=seg.max_score, source="video", model=first.model,
-                       video_duration=first.video_duration, fps=first.fps)
+                                  max_score=seg.max_score, source=seg.source, model=first.video_model or first.model,
+                                  video_duration=first.video_duration, fps=first.fps)
 
 
 def label_summary(db: str, query: SegmentQuery) -> list[dict]:
     """Per label: videos, segments and total tagged seconds."""
-    check_query(query)
     with reading(db) as conn:
+        check_labels(conn, query)
         return [
             {"label": r.label, "videos": r.videos, "segments": r.segments, "tagged_s": round(r.seconds or 0.0, 3)}
             for r in select_label_summary(conn, query)
@@ -106,35 +150,74 @@ WINDOW_FIELDS = ("path", "model", "start_s", "end_s", "label", "score")
 
 def window_records(db: str, query: SegmentQuery) -> Iterator[dict]:
     """Raw window scores, one record per window and label (long format: any model's labels fit)."""
-    check_query(query)
     with reading(db) as conn:  # open while the caller consumes the records: windows are streamed
+        check_labels(conn, query)
         known = select_models(conn)
         for row in select_windows(conn, query):
             for label, score in zip(known[row.model_id].labels, decode_scores(row.scores)):
                 if query.labels and label not in query.labels:
                     continue
-                yield {"path": row.path, "model": row.model, "start_s": round(row.start, 3), "end_s": round(row.end, 3),
+                yield {"path": undecodable_escaped(row.path), "model": row.model, "start_s": round(row.start, 3), "end_s": round(row.end, 3),
                        "label": label, "score": round(float(score), 4)}
 
 
-def video_timeline(db: str, path: str) -> tuple[sa.Row, list[dict], list[sa.Row]]:
-    """One video's stored row, its segments and its windows.
+@dataclass(frozen=True)
+class VideoTimeline:
+    """What `tagger show` prints about one stored video."""
+
+    video: sa.Row  # the stored video row with its model's name
+    segments: list[dict]  # segment records in time order
+    windows: dict[str, int]  # windows stored per stream ("video", "audio")
+
+
+def video_timeline(db: str, path: str) -> VideoTimeline:
+    """One video's stored row, its segments and how many windows each stream stored.
 
     Raises:
         UsageError: the video is not in the database.
     """
-    full = os.path.abspath(os.path.expanduser(path))
     with reading(db) as conn:
-        video = select_video(conn, full) or select_video(conn, path)
+        video = next(filter(None, (select_video(conn, p) for p in _spellings(path))), None)
+        if video is None:  # stored under another route to the same file (a symlinked folder)
+            same = [p for p in select_paths_named(conn, os.path.basename(path)) if _same_file(p, path)]
+            video = select_video(conn, same[0]) if same else None
         if video is None:
             raise UsageError(f"{path} is not in the database: scan it first (tagger scan {path})")
         exact = SegmentQuery(exact_path=video.path, order="time")
         segs = [segment_record(r) for r in select_segments(conn, exact)]
-        wins = list(select_windows(conn, exact))
-    return video, segs, wins
+        known = select_models(conn)
+        counts: dict[str, int] = {}
+        for row in select_windows(conn, exact):
+            kind = (known[row.model_id].meta or {}).get("tagger.kind", "video")
+            counts[kind] = counts.get(kind, 0) + 1
+    return VideoTimeline(video, segs, counts)
 
 
-def failed_videos(db: str) -> list[tuple[str, str]]:
-    """(path, reason) of every video whose last scan failed."""
+def _spellings(path: str) -> list[str]:
+    """The ways a scan may have stored `path`: absolute from the shell's working folder ($PWD keeps
+    symbolic links that os.getcwd() resolves), absolute from os.getcwd(), resolved, and as given."""
+    given = os.path.expanduser(path)
+    shell = os.environ.get("PWD")
+    spelled = [os.path.normpath(os.path.join(shell, given))] if shell and _same_file(shell, ".") else []
+    return list(dict.fromkeys([*spelled, os.path.abspath(given), os.path.realpath(given), path]))
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class FailedVideo:
+    """A video whose last scan failed, and why."""
+
+    path: str
+    reason: str
+
+
+def failed_videos(db: str) -> list[FailedVideo]:
+    """Every video whose last scan failed, with the reason."""
     with reading(db) as conn:
-        return [(row.path, row.error or "") for row in select_failed(conn)]
+        return [FailedVideo(row.path, row.error or "") for row in select_failed(conn)]

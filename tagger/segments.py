@@ -11,6 +11,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tagger.errors import check_range
+
+
+MAX_WINDOWS = 10_000  # smoothing or gap widths beyond this are typing mistakes, not settings
+
+
+def check_threshold(value: float | None) -> None:
+    """Raise UsageError unless a --threshold is a score between 0 and 1 (None: the model's own)."""
+    check_range("--threshold", value, 0, 1)
+
 
 @dataclass(frozen=True)
 class SegmentRules:
@@ -18,7 +28,12 @@ class SegmentRules:
 
     smooth: int = 1  # moving-average width in windows; 1 = raw scores
     min_duration: float = 0.0  # seconds; shorter segments are dropped
-    max_gap: int = 0  # windows below threshold tolerated inside one segment
+    max_gap: int = 1  # windows below threshold bridged inside one segment: one dip does not split a performance
+
+    def __post_init__(self) -> None:
+        check_range("--smooth", self.smooth, 1, MAX_WINDOWS, note=" windows (1 = off)")
+        check_range("--min-duration", self.min_duration, 0, note=" seconds")
+        check_range("--max-gap", self.max_gap, 0, MAX_WINDOWS, note=" windows")
 
 
 @dataclass(frozen=True)

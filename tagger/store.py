@@ -7,7 +7,10 @@ All statements use bound parameters; no SQL is built from user text.
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +36,38 @@ MIGRATIONS = {
 LOCK_WAIT_MS = 60_000  # how long a write waits for another process's SQLite write lock
 metadata = sa.MetaData()
 
+UNDECODABLE_PREFIX = "bytes:"  # never the start of a stored path: every path a scan stores is absolute
+
+
+class LosslessText(sa.types.TypeDecorator):
+    """Text that may hold a file name's bytes that are not UTF-8, stored losslessly.
+
+    Python holds such bytes as surrogate escapes, which no database encoding accepts. Text without
+    them is stored as it is (so globs and older rows work unchanged); text with them is stored as
+    "bytes:" + the text with backslashes doubled and each such byte written \\xNN, and read back
+    to the very same string, so the file opens again on the next scan.
+    """
+
+    impl = sa.String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None or not (_UNDECODABLE.search(value) or value.startswith(UNDECODABLE_PREFIX)):
+            return value
+        return UNDECODABLE_PREFIX + _UNDECODABLE_OR_BACKSLASH.sub(
+            lambda m: "\\\\" if m.group() == "\\" else f"\\x{ord(m.group()) - 0xDC00:02x}", value)
+
+    def process_result_value(self, value, dialect):
+        if value is None or not value.startswith(UNDECODABLE_PREFIX):
+            return value
+        return _ESCAPE.sub(lambda m: "\\" if m.group() == "\\\\" else chr(0xDC00 + int(m.group()[2:], 16)),
+                           value[len(UNDECODABLE_PREFIX):])
+
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_UNDECODABLE_OR_BACKSLASH = re.compile("[\udc80-\udcff\\\\]")
+_ESCAPE = re.compile(r"\\\\|\\x[0-9a-f]{2}")
+
 meta_table = sa.Table(
     "meta", metadata, sa.Column("key", sa.String, primary_key=True), sa.Column("value", sa.String)
 )
@@ -49,7 +84,7 @@ videos = sa.Table(
     "videos",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("path", sa.String, unique=True, nullable=False),
+    sa.Column("path", LosslessText, unique=True, nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("mtime_ns", sa.BigInteger, nullable=False),
     sa.Column("fingerprint", sa.String),
@@ -59,7 +94,7 @@ videos = sa.Table(
     sa.Column("width", sa.Integer),
     sa.Column("height", sa.Integer),
     sa.Column("status", sa.String(8), nullable=False),  # ok | failed
-    sa.Column("error", sa.String),
+    sa.Column("error", LosslessText),
     sa.Column("decoder", sa.String(16)),
     sa.Column("scanned_at", sa.Float, nullable=False),
     sa.Column("model_id", sa.ForeignKey("models.id")),
@@ -175,6 +210,9 @@ class Store:
     """An open database with the tagger schema, created or migrated on open."""
 
     def __init__(self, target: str, create: bool = True):
+        if "://" not in target and Path(target).expanduser().is_dir():
+            raise DatabaseError(f"--db {target} is a folder, not a database file: pass a file in it, "
+                                f"e.g. --db {Path(target) / 'tags.db'}")
         if not create and "://" not in target and not Path(target).expanduser().is_file():
             raise DatabaseError(f"no database at {target}: run `tagger scan` first, or pass --db")
         url = database_url(target)
@@ -184,8 +222,28 @@ class Store:
             _configure_sqlite(self.engine)
         try:
             self._prepare_schema(create)
+        except sa.exc.OperationalError as exc:
+            if create or "://" in target or not self._open_read_only():
+                raise DatabaseError(f"cannot use database {target}: {_reason(exc)}; pass another --db") from exc
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(f"cannot use database {self.target}: {_reason(exc)}; pass another --db") from exc
+
+    def _open_read_only(self) -> bool:
+        """Read a SQLite file we may not write (a read-only share, another user's file): read-only,
+        else immutable, for a WAL database whose folder takes no -shm file. True when one works."""
+        path = urllib.parse.quote(str(Path(self.target).expanduser().resolve()))
+        for options in ("mode=ro", "mode=ro&immutable=1"):
+            self.engine.dispose()
+            uri = f"file:{path}?{options}"
+            self.engine = sa.create_engine("sqlite://", creator=lambda uri=uri: sqlite3.connect(
+                uri, uri=True, check_same_thread=False))
+            _configure_sqlite(self.engine)
+            try:
+                self._prepare_schema(create=False)
+                return True
+            except sa.exc.OperationalError:
+                continue
+        return False
 
     def _check_version(self, conn: sa.Connection) -> int:
         """The schema version found (0: an empty database); DatabaseError when foreign or newer."""
@@ -195,7 +253,12 @@ class Store:
                 raise DatabaseError(f"database {self.target} holds other tables, not tagger's: pass another --db")
             return 0
         row = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version"))
-        found = int(row.scalar_one_or_none() or (1 if "videos" in existing else 0))  # no version row: 1
+        stored = row.scalar_one_or_none()
+        try:
+            found = int(stored or (1 if "videos" in existing else 0))  # no version row: 1
+        except ValueError:
+            raise DatabaseError(f"database {self.target} has schema version {stored!r}, not a whole number: "
+                                "it was not written by tagger; pass another --db") from None
         if found > SCHEMA_VERSION:
             raise DatabaseError(
                 f"database {self.target} has schema version {found}, newer than this tagger's "
@@ -218,7 +281,19 @@ class Store:
                 pass  # a database we may only read (read-only file or share): read it as it is
 
     def _upgrade(self) -> None:
-        """Create the schema in a new database, or migrate an older one, in one transaction."""
+        """Create the schema in a new database, or migrate an older one, in one transaction.
+
+        A SQLite file is switched to WAL only once it is known to be empty or tagger's own: a
+        foreign file is refused untouched.
+        """
+        if self.engine.dialect.name == "sqlite":
+            with self.read() as conn:
+                self._check_version(conn)
+            raw = self.engine.raw_connection()  # no BEGIN: SQLite changes journal modes only outside a transaction
+            try:
+                raw.cursor().execute("PRAGMA journal_mode = WAL")
+            finally:
+                raw.close()
         with self.write() as conn:
             if conn.dialect.name == "postgresql" and sa.inspect(conn).has_table("meta"):
                 conn.exec_driver_sql("LOCK TABLE meta IN EXCLUSIVE MODE")  # one migrating process at a time
@@ -455,7 +530,6 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_MS}")  # concurrent scans wait, not fail
-        cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from tagger.errors import UsageError
-from tagger.export import timecode, write_csv, write_json
+from tagger.export import printable, timecode, write_csv, write_json
 
 FORMATS = ("table", "json", "csv", "tsv")
 
@@ -25,39 +28,79 @@ def chosen_format(requested: str | None) -> str:
 
 def render_records(console: Console, records: list[dict], fields: tuple[str, ...], output_format: str,
                    columns: dict[str, str] | None = None) -> None:
-    """Records as JSON, CSV or TSV with `fields`, or as a table of `columns` (field -> heading)."""
+    """Records as JSON, CSV or TSV with `fields`, or as a table of `columns` (field -> heading).
+
+    The table fits the terminal: every column but `path` keeps its width, and each path gives up
+    the start of its folder (never its file name) to fit what is left.
+    """
     if output_format == "json":
         write_json([{k: r[k] for k in fields} for r in records], sys.stdout)
     elif output_format in ("csv", "tsv"):
         write_csv(records, sys.stdout, fields, delimiter="," if output_format == "csv" else "\t")
     else:
         columns = columns or {f: f for f in fields}
-        table = Table(*columns.values())
-        for record in records:
-            table.add_row(*(_cell(record[f]) for f in columns))
+        cells = [[printable(_cell(f, record[f])) for f in columns] for record in records]
+        widths = [max([len(heading), *(len(row[i]) for row in cells)]) for i, heading in enumerate(columns.values())]
+        fixed = sum(w for w, f in zip(widths, columns) if f != "path") + 2 * (len(columns) - 1)
+        room = max(MIN_PATH_WIDTH, console.width - fixed - 1)
+        table = Table(*columns.values(), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                      collapse_padding=True)
+        for field, column in zip(columns, table.columns):
+            column.no_wrap = field != "path"
+            column.overflow = "fold" if field == "path" else "ellipsis"
+        for row in cells:
+            table.add_row(*(Text(shortened_path(cell, room) if f == "path" else cell) for f, cell in zip(columns, row)))
         console.print(table)
         console.print(f"{len(records)} rows")
 
 
-def _cell(value) -> Text:
+MIN_PATH_WIDTH = 24  # below this a path column shows too little of the name to tell files apart
+
+
+def shortened_path(path: str, width: int) -> str:
+    """`path` in at most `width` characters where it can be: the file name whole, as much of its
+    folder as fits, from the end ("…/clips/pianist.avi")."""
+    if len(path) <= width:
+        return path
+    folder, name = os.path.split(path)
+    keep = width - len(name) - 2  # room for "…" and the separator
+    return f"…{folder[-keep:]}/{name}" if keep > 0 else name
+
+
+def _cell(field: str, value) -> str:
+    if field in ("start_s", "end_s"):
+        return short_timecode(value)
     if isinstance(value, float):
-        return Text(f"{value:.2f}")
-    return Text(str(value))  # Text, not markup: a path with [brackets] prints as it is
+        return f"{value:.2f}"
+    return str(value)  # shown as Text, not markup: a path with [brackets] prints as it is
 
 
-def render_timeline(console: Console, video, segments: list[dict], windows) -> None:
-    """`tagger show`: the video's metadata, a bar per label across its duration, its segments."""
+def short_timecode(seconds: float) -> str:
+    """H:MM:SS.s, the table's compact form of a time (CSV and JSON keep HH:MM:SS.mmm)."""
+    tenths = int(round(max(0.0, seconds) * 10))
+    hours, rest = divmod(tenths, 36_000)
+    minutes, rest = divmod(rest, 600)
+    return f"{hours}:{minutes:02d}:{rest // 10:02d}.{rest % 10}"
+
+
+def render_timeline(console: Console, timeline) -> None:
+    """`tagger show`: the video's metadata, a bar per label across its duration, its segments.
+
+    `timeline` is a `tagger.reading.VideoTimeline`.
+    """
+    video, segments = timeline.video, timeline.segments
     duration = video.duration or 0.0
-    info = Table(title=escape(video.path), show_header=False)
-    info.add_row("status", escape(video.status + (f": {video.error}" if video.error else "")))
+    info = Table(title=Text(printable(video.path)), show_header=False)
+    info.add_row("status", Text(printable(video.status + (f": {video.error}" if video.error else ""))))
     if duration:
         info.add_row("duration", f"{timecode(duration)} ({duration:.2f} s)")
         info.add_row("video", f"{video.width}x{video.height} at {video.fps:.3f} fps, {video.frames} frames, "
                               f"decoded by {video.decoder}")
-    info.add_row("model", escape(str(video.model)))
+    info.add_row("model", Text(str(video.model)))
     if getattr(video, "settings", None):  # absent in a schema-1 database read without migrating
-        info.add_row("settings", escape(video.settings))
-    info.add_row("windows", str(len(windows)))
+        info.add_row("settings", Text(readable_settings(video.settings)))
+    info.add_row("windows", ", ".join(f"{count} {stream}" for stream, count in sorted(timeline.windows.items()))
+                 or "none stored")
     console.print(info)
     if not duration:
         return
@@ -74,8 +117,23 @@ def render_timeline(console: Console, video, segments: list[dict], windows) -> N
                 cells[i] = "█"
         bars.add_row(Text(label), Text("".join(cells), style="green"), f"{total:.1f} s")
     console.print(bars if segments else "no segments")
-    table = Table("label", "start", "end", "score", "max")
+    table = Table("label", "start", "end", "score", "max", "source")
     for seg in segments:
-        table.add_row(Text(seg["label"]), seg["start_tc"], seg["end_tc"], f"{seg['score']:.2f}", f"{seg['max_score']:.2f}")
+        table.add_row(Text(seg["label"]), seg["start_tc"], seg["end_tc"], f"{seg['score']:.2f}", f"{seg['max_score']:.2f}",
+                      seg["source"])
     if segments:
         console.print(table)
+
+
+def readable_settings(stored: str) -> str:
+    """A video's stored tagging settings (JSON) as one short line: "hop 4 s, streams both; threshold
+    the model's, smooth 1, max gap 1, min duration 0 s"."""
+    try:
+        parsed = json.loads(stored)
+        windows, rules = parsed["windows"], parsed["segments"]
+        hop = "one window" if windows.get("hop") is None else f"{windows['hop']:g} s"
+        threshold = "the model's" if rules.get("threshold") is None else f"{rules['threshold']:g}"
+        return (f"hop {hop}, streams {windows.get('streams')}; threshold {threshold}, smooth {rules.get('smooth')}, "
+                f"max gap {rules.get('max_gap')}, min duration {rules.get('min_duration'):g} s")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return stored

@@ -138,16 +138,6 @@ def test_a_video_model_given_as_audio_model_is_refused(colour_model, tmp_path, r
     assert result.stderr.strip() == f"Error: {colour_model} is a video model, not an audio model: pass it as --model"
 
 
-def test_rethreshold_uses_the_video_windows_when_sound_was_stored_too(colour_model, loudness_model, tmp_path, runner):
-    path = write_video(tmp_path / "v.mp4", 4, codec="h264", audio_codec="aac", colour_at=solid(GREY))
-    db = tmp_path / "t.db"
-    runner.invoke(app, ["scan", str(path), "--db", str(db), "--model", str(colour_model),
-                        "--audio-model", str(loudness_model)])
-    out = runner.invoke(app, ["query", "--label", "Red", "--threshold", "0.3", "--db", str(db), "--format", "json"])
-    assert out.exit_code == 0, out.output
-    assert [(r["label"], r["start_s"], r["end_s"], r["source"]) for r in json.loads(out.stdout)] == [("Red", 0.0, 4.0, "video")]
-
-
 def test_model_filter_matches_each_part_of_a_vision_and_sound_pair(colour_model, loudness_model, tmp_path, runner):
     path = write_video(tmp_path / "v.mp4", 2, codec="h264", audio_codec="aac", colour_at=solid(RED))
     db = tmp_path / "t.db"

@@ -151,7 +151,7 @@ def test_executor_ray_without_ray_installed_is_exit_2(monkeypatch, runner, tmp_p
 @pytest.mark.parametrize(("args", "message"), [
     (["--executor", "spark"], "Error: --executor 'spark' is not one of local, ray"),
     (["--ray-address", "auto"], "Error: --ray-address needs --executor ray"),
-    (["--lease", "0"], "Error: --lease must be positive, got 0.0"),
+    (["--lease", "0"], "Error: --lease must be greater than 0 seconds, got 0"),
 ])
 def test_executor_options_are_checked(runner, tmp_path, args, message):
     result = runner.invoke(app, ["scan", str(tmp_path), "--db", str(tmp_path / "t.db"), *args])

@@ -21,13 +21,13 @@ def test_consecutive_windows_merge_with_mean_and_max():
 
 def test_a_gap_splits_unless_tolerated():
     column = [0.9, 0.9, 0.1, 0.9, 0.1, 0.1]
-    assert [(s.start, s.end) for s in _segments(column)] == [(0.0, 2.0), (3.0, 4.0)]
-    assert [(s.start, s.end) for s in _segments(column, SegmentRules(max_gap=1))] == [(0.0, 4.0)]
+    assert [(s.start, s.end) for s in _segments(column, SegmentRules(max_gap=0))] == [(0.0, 2.0), (3.0, 4.0)]
+    assert [(s.start, s.end) for s in _segments(column)] == [(0.0, 4.0)]  # the default bridges one dip
 
 
 def test_min_duration_drops_short_segments():
     column = [0.9, 0.1, 0.9, 0.9, 0.1, 0.1]
-    assert [(s.start, s.end) for s in _segments(column, SegmentRules(min_duration=2))] == [(2.0, 4.0)]
+    assert [(s.start, s.end) for s in _segments(column, SegmentRules(min_duration=2, max_gap=0))] == [(2.0, 4.0)]
 
 
 def test_labels_without_threshold_never_become_segments():

@@ -92,6 +92,8 @@ def test_evaluate_cli_prints_the_scores(trained_c3d, motion_videos):
                                                "--workers", "1", "--clips", "2"])
     assert result.exit_code == 0, result.output
     assert "video accuracy" in result.output and "MovingLeft" in result.output
+    assert (f"wrote best.evaluation.json, best.confusion.json, best.confusion.png, curves.png in "
+            f"{trained_c3d.parent}") in " ".join(result.output.split())
 
 
 def _video_scores(score, items, spec) -> list[int]:

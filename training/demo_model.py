@@ -21,6 +21,7 @@ from typing import Annotated
 
 import typer
 
+from tagger.errors import TaggerError, UsageError
 from training.checkpoint import export_checkpoint
 from training.data import DataConfig
 from training.evaluate import evaluate_checkpoint
@@ -33,9 +34,30 @@ CLIP = {"clip_len": 16, "size": (56, 56), "resize": 64, "fps": 10.0, "frame_step
 MODEL = {"width": 0.125, "dropout": 0.2}  # ~0.8 M parameters, ~3.3 MB as ONNX
 
 
+MARKER = ".made-by-training.demo_model"  # what this command made in --work, so a rerun may replace it
+MADE = ("train", "heldout", "run")
+
+
+def prepare_work(work: Path) -> None:
+    """Make `work` ready: new, empty, or made by an earlier run, whose own folders are replaced.
+    Never deletes anything this command did not create.
+
+    Raises:
+        UsageError: `work` is a file, or a folder holding files of someone else's.
+    """
+    if work.exists() and not work.is_dir():
+        raise UsageError(f"--work {work} is a file: pass a new or empty folder")
+    if work.is_dir() and any(work.iterdir()) and not (work / MARKER).is_file():
+        raise UsageError(f"--work {work} holds files this command did not create: pass a new or empty folder")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / MARKER).write_text("training.demo_model made train/, heldout/ and run/ here; a rerun replaces them\n")
+    for name in MADE:
+        shutil.rmtree(work / name, ignore_errors=True)
+
+
 def build_demo_model(work: Path, out: Path, epochs: int = 20, workers: int = 1) -> dict:
     """Generate the data, train, evaluate on held-out scenes and export to `out`."""
-    shutil.rmtree(work, ignore_errors=True)
+    prepare_work(work)
     generate_motion_dataset(work / "train", TRAIN_DATA)
     generate_motion_dataset(work / "heldout", HELDOUT_DATA)
     config = FitConfig(out=str(work / "run"), arch="c3d", batch_size=12, epochs=epochs, lr=3e-4,
@@ -60,7 +82,7 @@ def build_demo_model(work: Path, out: Path, epochs: int = 20, workers: int = 1) 
 
 
 def main(
-    work: Annotated[Path, typer.Option(help="scratch folder (replaced)")] = Path("runs/motion_demo"),
+    work: Annotated[Path, typer.Option(help="scratch folder: new, empty, or an earlier run's (its own files replaced)")] = Path("runs/motion_demo"),
     out: Annotated[Path, typer.Option(help="the ONNX file to write")] = Path(
         "exports/motion_demo.onnx"),
     epochs: Annotated[int, typer.Option(help="maximum epochs")] = 20,
@@ -70,7 +92,11 @@ def main(
 
     Example: python -m training.demo_model --work runs/motion_demo --out exports/motion_demo.onnx
     """
-    report = build_demo_model(work, out, epochs, workers)
+    try:
+        report = build_demo_model(work, out, epochs, workers)
+    except TaggerError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
     typer.echo(f"wrote {report['onnx']} ({report['bytes'] / 1e6:.2f} MB): held-out video accuracy "
                f"{report['train']['heldout_video_accuracy']:.3f} on "
                f"{report['train']['heldout_videos']} videos")

@@ -141,6 +141,9 @@ def evaluate_checkpoint(checkpoint: Path, root: Path, *, all_videos: bool = Fals
               "macro_f1": metrics["macro_f1"], "per_class": metrics["per_class"],
               "labels": labels, "epoch": state["epoch"]}
     stem = checkpoint.with_suffix("")
+    report["written"] = [f"{stem}.evaluation.json", f"{stem}.confusion.json", f"{stem}.confusion.png"]
+    if state.get("history"):
+        report["written"].append(str(checkpoint.parent / "curves.png"))
     Path(f"{stem}.evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     Path(f"{stem}.confusion.json").write_text(json.dumps(
         {"labels": labels, "rows": "true", "columns": "predicted",
@@ -161,6 +164,8 @@ def _render(report: dict[str, Any]) -> None:
     console.print(table)
     console.print(f"clip accuracy {report['clip_accuracy']:.3f}  video accuracy "
                   f"{report['video_accuracy']:.3f}  macro F1 {report['macro_f1']:.3f}")
+    written = [Path(p) for p in report["written"]]
+    console.print(f"wrote {', '.join(p.name for p in written)} in {written[0].parent}", markup=False, highlight=False)
 
 
 app = typer.Typer(add_completion=False, help="Evaluate a training checkpoint on videos.")

@@ -11,11 +11,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
+from tagger.config import EXECUTORS
 from tagger.errors import UsageError
 from tagger.model import LoadedModel
 from tagger.step import AUDIO, Outcome, VideoJob
-
-EXECUTORS = ("local", "ray")
 
 
 class JobQueue(Protocol):
@@ -32,10 +31,11 @@ class Executor(ABC):
 
     `models` maps each stream (tagger.step.VIDEO, AUDIO) to its loaded model: an executor may score
     with them in this process or load the same files where it runs the step. `batch_size` is the
-    windows per inference call the user asked for (0: each model's automatic size where it runs).
+    windows per inference call the user asked for (0: each model's automatic size where it runs);
+    `workers` how many processes or actors run the step (None: the executor's default).
     """
 
-    def __init__(self, models: Mapping[str, LoadedModel], batch_size: int, workers: int, timeout: float):
+    def __init__(self, models: Mapping[str, LoadedModel], batch_size: int, workers: int | None, timeout: float):
         self.models, self.batch_size, self.workers, self.timeout = dict(models), batch_size, workers, timeout
 
     @abstractmethod
@@ -62,7 +62,7 @@ def batch_sizes(models: Mapping[str, LoadedModel], requested: int) -> dict[str, 
             for stream, model in models.items()}
 
 
-def make_executor(name: str, models: Mapping[str, LoadedModel], batch_size: int, workers: int,
+def make_executor(name: str, models: Mapping[str, LoadedModel], batch_size: int, workers: int | None,
                   timeout: float, ray_address: str | None = None, device: str = "auto") -> Executor:
     """The executor called `name` (see EXECUTORS).
 

@@ -25,7 +25,7 @@ from multiprocessing.connection import wait
 
 import numpy as np
 
-from tagger.config import usable_cores
+from tagger.config import default_workers, usable_cores
 from tagger.executors import Executor, JobQueue, batch_sizes
 from tagger.step import Failed, Inputs, Outcome, ScoreSheet, VideoFailure, VideoJob, decode_windows, score_in_batches
 
@@ -162,7 +162,7 @@ class LocalExecutor(Executor):
     """Decoder processes (`workers` of them) feeding batched inference in this process."""
 
     def __init__(self, models, batch_size, workers, timeout):
-        super().__init__(models, batch_size, workers, timeout)
+        super().__init__(models, batch_size, workers or default_workers(), timeout)
         self.batch_sizes = batch_sizes(self.models, batch_size)
 
     def outcomes(self, jobs: JobQueue, started: Callable[[VideoJob], None]) -> Iterator[Outcome]:
