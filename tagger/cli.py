@@ -171,6 +171,7 @@ def scan(
     from tagger.model import load_scan_models
     from tagger.pipeline import scan as run_scan
     from tagger.progress import RichProgress, render_summary
+    from tagger.store import shown_target
 
     settings = ScanSettings(
         db=resolve_db(db), model=resolve_model(model), device=device, hop=hop, threshold=threshold,
@@ -191,9 +192,9 @@ def scan(
         report["failed"] = [{k: undecodable_escaped(v) for k, v in f.items()} for f in report["failed"]]
         out.print_json(json.dumps(report))
     elif not quiet:
-        render_summary(out, summary, settings.db, models.audio_note)
-    for path, reason in summary.failed if quiet else ():
-        err.print(f"failed: {printable(path)}: {printable(reason)}", markup=False, highlight=False)
+        render_summary(out, summary, shown_target(settings.db), models.audio_note)
+    for failure in summary.failed if quiet else ():
+        err.print(f"failed: {printable(failure.path)}: {printable(failure.reason)}", markup=False, highlight=False)
     if summary.failed:
         raise typer.Exit(errors.EXIT_VIDEOS_FAILED)
 

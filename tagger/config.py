@@ -63,7 +63,7 @@ def usable_cores() -> int:
 
 def default_workers() -> int:
     """Decoder processes: one per core, up to MAX_DEFAULT_WORKERS. Each decodes with its share of
-    the cores (see Scanner._decoder_threads); onnxruntime's threads sleep rather than spin while
+    the cores (see tagger.executors.local.decoder_threads); onnxruntime's threads sleep rather than spin while
     they wait for it."""
     return min(usable_cores(), MAX_DEFAULT_WORKERS)
 

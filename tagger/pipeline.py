@@ -25,7 +25,7 @@ from tagger.config import ScanSettings
 from tagger.discover import FoundVideo, find_videos, fingerprint
 from tagger.errors import DatabaseError
 from tagger.executors import Executor, make_executor
-from tagger.fusion import fuse_segments
+from tagger.fusion import fuse_segments, video_thresholds
 from tagger.model import LoadedModel, ScanModels, load_scan_models
 from tagger.step import AUDIO, VIDEO, VideoFailure, VideoJob, VideoScores
 from tagger.store import Store, StoredVideo, VideoResult
@@ -38,7 +38,7 @@ class ScanSummary:
     found: int = 0
     tagged: int = 0
     skipped: int = 0  # unchanged since the last scan with this model, or tagged meanwhile by another scan
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    failed: list[VideoFailure] = field(default_factory=list)
     elsewhere: int = 0  # being tagged by another scan sharing the database
     segments: int = 0
     video_seconds: float = 0.0
@@ -50,7 +50,7 @@ class ScanSummary:
     interrupted: bool = False
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "failed": [{"path": p, "reason": r} for p, r in self.failed]}
+        return asdict(self)
 
 
 class ScanProgress:
@@ -104,7 +104,7 @@ class _Lease:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join()
+        self._thread.join(1)  # a renewal waiting on a locked database must not hold the scan up
 
 
 class Scanner:
@@ -117,14 +117,10 @@ class Scanner:
         self.model, self.audio = models[VIDEO], models.get(AUDIO)
         self.tagging_key = settings.tagging_key()
         self.window_settings = json.loads(self.tagging_key)["windows"]
-        contract = self.model.contract
-        self.thresholds = {
-            label: settings.threshold if settings.threshold is not None else contract.threshold_for(label)
-            for label in contract.tag_labels
-        }
+        self.thresholds = video_thresholds(self.model.contract, settings.threshold)
         self.window_model_ids, self.model_id = register_models(store, models)
         self.owner = claim_owner()
-        self.began = time.time()
+        self.began = store.now()  # the database's clock, as scanned_at
         self.in_flight: dict[str, FoundVideo] = {}
         self.summary = ScanSummary(model=str(self.model.path), audio_model=str(self.audio.path) if self.audio else None,
                                    executor=settings.executor)
@@ -141,8 +137,8 @@ class Scanner:
         options = {k: v for k, v in asdict(self.settings).items() if k != "db"}
         self.summary.scan_id = self.store.start_scan(list(paths), self.model_id, options, self.owner, claimer_gone)
         status = "interrupted"
-        database_failed = False
         _RUNNING.add(self.owner)
+        failure: BaseException | None = None
         try:
             with _Lease(self.store, self.owner, self.settings.lease):
                 todo += [video for video in resegment if not self._resegment(video, known[video.path].settings)]
@@ -156,21 +152,26 @@ class Scanner:
                         outcomes.close()
                 self.summary.providers = self.executor.providers
                 status = "finished"
-        except DatabaseError:
-            # No more writes: the claims lapse by themselves, and the next scan records this one as
-            # interrupted; waiting for a locked database again would only delay the message.
-            database_failed = True
+        except BaseException as exc:
+            failure = exc
             raise
         finally:
             _RUNNING.discard(self.owner)
             self.summary.interrupted = status != "finished"
             self.summary.wall_seconds = time.monotonic() - began
-            if not database_failed:
-                self.store.release_claims(self.owner)
-                counts = {"found": self.summary.found, "tagged": self.summary.tagged, "skipped": self.summary.skipped,
-                          "failed": len(self.summary.failed), "segments": self.summary.segments,
-                          "elsewhere": self.summary.elsewhere}
-                self.store.finish_scan(self.summary.scan_id, status, counts)
+            # After a database error, no more writes: the claims lapse by themselves and the next
+            # scan records this one as interrupted; waiting for a locked database again would only
+            # delay the message. After another failure a refused write must not hide it.
+            if not isinstance(failure, DatabaseError):
+                try:
+                    self.store.release_claims(self.owner)
+                    counts = {"found": self.summary.found, "tagged": self.summary.tagged,
+                              "skipped": self.summary.skipped, "failed": len(self.summary.failed),
+                              "segments": self.summary.segments, "elsewhere": self.summary.elsewhere}
+                    self.store.finish_scan(self.summary.scan_id, status, counts)
+                except DatabaseError:
+                    if failure is None:
+                        raise
         return self.summary
 
     def _stored_state(self, video: FoundVideo, stored: StoredVideo | None) -> str:
@@ -279,18 +280,20 @@ class Scanner:
     def _store_failure(self, found: FoundVideo, reason: str) -> None:
         self.store.save_video(VideoResult(path=found.path, size=found.size, mtime_ns=found.mtime_ns,
                                           fingerprint=None, status="failed", error=reason), self.model_id)
-        self.summary.failed.append((found.path, reason))
+        self.summary.failed.append(VideoFailure(found.path, reason))
         self.progress.video_finished(found.path, 0.0, False)
 
 
 def _machine() -> str:
-    """This machine as claims name it: host name and boot id (two containers may share a host name)."""
+    """Where process ids mean the same as here, as claims name it: host name, boot id and process id
+    namespace (containers on one host may share a host name and the boot id, not the namespace)."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as handle:
             boot = handle.read().strip()[:8]
+        namespace = os.readlink("/proc/self/ns/pid").strip("pid:[]")
     except OSError:
-        boot = "-"
-    return f"{socket.gethostname()}/{boot}"
+        boot = namespace = "-"
+    return f"{socket.gethostname()}/{boot}/{namespace}"
 
 
 def claim_owner() -> str:

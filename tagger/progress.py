@@ -126,8 +126,8 @@ def render_summary(console: Console, summary: ScanSummary, db: str, audio_note: 
         table.add_row("executor", summary.executor)
     table.add_row("audio model", Text(audio_note or (summary.audio_model or "none (vision only)")))
     console.print(table)
-    for path, reason in summary.failed:
-        console.print(Text.assemble(("failed", "red"), f" {printable(path)}: {printable(reason)}"))
+    for failure in summary.failed:
+        console.print(Text.assemble(("failed", "red"), f" {printable(failure.path)}: {printable(failure.reason)}"))
 
 
 def render_model(console: Console, model) -> None:

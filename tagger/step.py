@@ -187,9 +187,9 @@ def _decode_windows(job: VideoJob) -> Iterator[Event]:
         except DecodeError as exc:
             reasons.append(str(exc))
             continue
-        plan = plan_windows(source.timestamps, source.info.duration, job.clip_len, job.frame_interval, job.hop)
-        yield Opened(source.info, source.name, plan.starts, plan.ends)
         try:
+            plan = plan_windows(source.timestamps, source.info.duration, job.clip_len, job.frame_interval, job.hop)
+            yield Opened(source.info, source.name, plan.starts, plan.ends)
             yield from stream_windows(source, plan, job.size, job.chunk)
         except DecodeError as exc:
             reasons.append(f"{source.name}: {exc}")

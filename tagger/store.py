@@ -33,7 +33,8 @@ MIGRATIONS = {
     3: [("scans", "owner", "ALTER TABLE scans ADD COLUMN owner VARCHAR"),  # with the claims table
         ("scans", "alive_at", "ALTER TABLE scans ADD COLUMN alive_at FLOAT")],
 }
-LOCK_WAIT_MS = 60_000  # how long a write waits for another process's SQLite write lock
+LOCK_WAIT_MS = 60_000  # how long a write waits for another process's lock (SQLite; PostgreSQL rows)
+SCHEMA_LOCK = 0x7461676765  # PostgreSQL advisory lock held while the schema is created or migrated
 metadata = sa.MetaData()
 
 UNDECODABLE_PREFIX = "bytes:"  # never the start of a stored path: every path a scan stores is absolute
@@ -147,8 +148,8 @@ scans = sa.Table(
 claims = sa.Table(
     "claims",
     metadata,
-    sa.Column("path", sa.String, primary_key=True),
-    sa.Column("owner", sa.String, nullable=False),  # host:pid:random of the claiming scan
+    sa.Column("path", LosslessText, primary_key=True),  # as videos.path
+    sa.Column("owner", sa.String, nullable=False),  # machine:pid:random of the claiming scan
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
@@ -216,15 +217,23 @@ class Store:
         if not create and "://" not in target and not Path(target).expanduser().is_file():
             raise DatabaseError(f"no database at {target}: run `tagger scan` first, or pass --db")
         url = database_url(target)
-        self.target = _shown(target)
+        self.target = shown_target(target)
         self.engine = _create_engine(url, self.target)
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
         try:
             self._prepare_schema(create)
+        except DatabaseError as exc:  # a refused read or write (see read, write), or not tagger's database
+            cause = exc.__cause__
+            if not isinstance(cause, sa.exc.OperationalError):
+                raise
+            if create or "://" in target or not self._open_read_only():
+                if str(exc).startswith(("database is locked", "the disk holding")):
+                    raise
+                raise DatabaseError(f"cannot use database {self.target}: {_reason(cause)}; pass another --db") from exc
         except sa.exc.OperationalError as exc:
             if create or "://" in target or not self._open_read_only():
-                raise DatabaseError(f"cannot use database {target}: {_reason(exc)}; pass another --db") from exc
+                raise DatabaseError(f"cannot use database {self.target}: {_reason(exc)}; pass another --db") from exc
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(f"cannot use database {self.target}: {_reason(exc)}; pass another --db") from exc
 
@@ -241,7 +250,9 @@ class Store:
             try:
                 self._prepare_schema(create=False)
                 return True
-            except sa.exc.OperationalError:
+            except (sa.exc.OperationalError, DatabaseError) as exc:
+                if isinstance(exc, DatabaseError) and not isinstance(exc.__cause__, sa.exc.OperationalError):
+                    raise  # readable, but not tagger's database
                 continue
         return False
 
@@ -277,7 +288,7 @@ class Store:
         if found < SCHEMA_VERSION:
             try:
                 self._upgrade()  # once, to bring an older database up to date
-            except sa.exc.SQLAlchemyError:
+            except (sa.exc.SQLAlchemyError, DatabaseError):
                 pass  # a database we may only read (read-only file or share): read it as it is
 
     def _upgrade(self) -> None:
@@ -289,14 +300,10 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             with self.read() as conn:
                 self._check_version(conn)
-            raw = self.engine.raw_connection()  # no BEGIN: SQLite changes journal modes only outside a transaction
-            try:
-                raw.cursor().execute("PRAGMA journal_mode = WAL")
-            finally:
-                raw.close()
+            _switch_to_wal(self.engine)
         with self.write() as conn:
-            if conn.dialect.name == "postgresql" and sa.inspect(conn).has_table("meta"):
-                conn.exec_driver_sql("LOCK TABLE meta IN EXCLUSIVE MODE")  # one migrating process at a time
+            if conn.dialect.name == "postgresql":  # one creating or migrating process at a time
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
             found = self._check_version(conn)
             metadata.create_all(conn)  # a new database whole; an older one gets only missing tables
             for version in range(found + 1, SCHEMA_VERSION + 1) if found else ():
@@ -323,10 +330,17 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
-        """A read transaction: one consistent snapshot, never blocked by a writer under WAL."""
-        with self.engine.connect() as conn:
-            with conn.begin():
-                yield conn
+        """A read transaction: one consistent snapshot, never blocked by a writer under WAL.
+
+        Raises:
+            DatabaseError: the database could not be read (a server gone away, a broken file).
+        """
+        try:
+            with self.engine.connect() as conn:
+                with conn.begin():
+                    yield conn
+        except sa.exc.OperationalError as exc:
+            raise DatabaseError(f"cannot read database {self.target}: {_reason(exc)}") from exc
 
     def ensure_model(self, sha256: str, name: str, labels: Sequence[str], meta: dict) -> int:
         """The id of the model with `sha256`, adding it on first use."""
@@ -357,7 +371,7 @@ class Store:
         with self.write() as conn:
             now = _database_time(conn)
             held = conn.execute(sa.select(claims.c.owner, claims.c.expires_at).where(claims.c.path == path)
-                                .with_for_update(skip_locked=True)).one_or_none()
+                                .with_for_update()).one_or_none()
             if held is not None and held.owner != owner and held.expires_at > now and not gone(held.owner):
                 return "busy"
             stored = conn.execute(_STORED_VIDEO.where(videos.c.path == path)).one_or_none()
@@ -370,6 +384,11 @@ class Store:
             inserted = conn.execute(_insert_ignoring_conflict(conn).values(path=path, owner=owner, expires_at=expires)
                                     .returning(claims.c.path)).first()
             return "claimed" if inserted is not None else "busy"
+
+    def now(self) -> float:
+        """Seconds since the epoch by the database's clock (see _database_time)."""
+        with self.read() as conn:
+            return _database_time(conn)
 
     def renew_claims(self, owner: str, lease: float) -> None:
         """Extend every claim of `owner` to `lease` seconds from now, and record that it is alive."""
@@ -398,7 +417,8 @@ class Store:
             )
             values = {
                 "size": result.size, "mtime_ns": result.mtime_ns, "fingerprint": result.fingerprint,
-                "status": result.status, "error": result.error, "scanned_at": time.time(), "model_id": model_id,
+                "status": result.status, "error": result.error, "scanned_at": _database_time(conn),
+                "model_id": model_id,
             }
             if not keep_old_tags:
                 values.update(
@@ -456,7 +476,7 @@ class Store:
             conn.execute(sa.delete(segments).where(segments.c.video_id == row.id))
             _insert_segments(conn, row.id, row.model_id, derived)
             conn.execute(sa.update(videos).where(videos.c.id == row.id).values(settings=settings,
-                                                                               scanned_at=time.time()))
+                                                                               scanned_at=_database_time(conn)))
             return derived
 
     def start_scan(self, roots: Sequence[str], model_id: int, options: dict, owner: str,
@@ -524,6 +544,26 @@ def decode_scores(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4")
 
 
+def _switch_to_wal(engine: sa.Engine) -> None:
+    """Put a SQLite file in WAL mode. Outside a transaction, as SQLite requires; a scan starting
+    beside another can find the file busy even past the busy timeout (SQLite does not wait where
+    waiting could deadlock), so it tries again for up to LOCK_WAIT_MS."""
+    deadline = time.monotonic() + LOCK_WAIT_MS / 1000
+    while True:
+        raw = engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise DatabaseError("database is locked by another process: wait and run again") from exc
+        finally:
+            raw.close()
+        time.sleep(0.05)
+
+
 def _configure_sqlite(engine: sa.Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -540,8 +580,8 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def _shown(target: str) -> str:
-    """`target` as messages show it: a URL without its password."""
+def shown_target(target: str) -> str:
+    """`target` (--db) as messages show it: a URL without its password."""
     if "://" not in target:
         return target
     try:
@@ -552,16 +592,18 @@ def _shown(target: str) -> str:
 
 def _create_engine(url: str, shown: str) -> sa.Engine:
     """An engine for `url`; DatabaseError naming what to install when its driver is missing."""
+    options = {"connect_args": {"options": f"-c lock_timeout={LOCK_WAIT_MS}"}} if url.startswith("postgresql+psycopg") else {}
     try:
-        return sa.create_engine(url)
+        return sa.create_engine(url, **options)
     except ModuleNotFoundError as exc:
         driver = (exc.name or "").split(".")[0]
-        hint = "pip install 'tagger[postgres]'" if driver.startswith("psycopg") else f"pip install {driver}"
+        package = {"MySQLdb": "mysqlclient"}.get(driver, driver)
+        hint = "pip install 'tagger[postgres]'" if driver.startswith("psycopg") else f"pip install {package}"
         raise DatabaseError(f"--db {shown} needs the database driver {driver!r}, which is not installed: {hint}") from None
     except sa.exc.NoSuchModuleError:
         raise DatabaseError(f"--db {shown}: unknown kind of database URL; use a SQLite file path or "
                             "postgresql://USER@HOST/DB") from None
-    except sa.exc.ArgumentError as exc:
+    except (sa.exc.ArgumentError, ValueError) as exc:
         raise DatabaseError(f"--db {shown} is not a database URL ({exc}); use a file path or "
                             "postgresql://USER@HOST/DB") from None
 
@@ -569,7 +611,8 @@ def _create_engine(url: str, shown: str) -> sa.Engine:
 def _write_failure(exc: sa.exc.OperationalError, target: str) -> DatabaseError:
     """The one-line error for a write the database refused."""
     reason = _reason(exc)
-    if "database is locked" in reason or "database table is locked" in reason:
+    locked = "database is locked" in reason or "database table is locked" in reason
+    if locked or getattr(exc.orig, "sqlstate", "") == "55P03":  # 55P03: PostgreSQL's lock_timeout
         return DatabaseError("database is locked by another process: wait and run again")
     if "disk is full" in reason or "No space left" in reason or getattr(exc.orig, "sqlstate", "") == "53100":
         return DatabaseError(f"the disk holding {target} is full: free some space and run the scan again")

@@ -130,7 +130,8 @@ def _start(folder: Path, db: Path, model: Path, *extra: str) -> subprocess.Popen
 @pytest.mark.slow
 def test_ctrl_c_while_decoders_start_prints_no_traceback(five_videos, colour_model, tmp_path):
     for attempt, delay in enumerate((0.1, 0.2, 0.3, 0.5)):  # moments inside a decoder's start-up imports
-        scan = _start(five_videos, tmp_path / f"t{attempt}.db", colour_model)
+        # Paced decoding: the scan is still running when the signal comes, whatever the delay.
+        scan = _start(five_videos, tmp_path / f"t{attempt}.db", colour_model, "--decoders", "fake_decoders:PacedSource")
         deadline = time.monotonic() + 30
         while not _children(scan.pid) and time.monotonic() < deadline:
             time.sleep(0.005)

@@ -66,6 +66,10 @@ class _Decoder:
         self.conn.close()
 
     def stop(self) -> None:
+        """End the process: an idle one is asked to, a busy one (which reads no more messages) killed."""
+        if self.job is not None:
+            self.kill()
+            return
         try:
             self.conn.send(None)
         except OSError:
@@ -177,9 +181,10 @@ class LocalExecutor(Executor):
         paused = 0.0
         try:
             while not exhausted or self._sheets:
+                handing_out = time.monotonic()
                 for decoder in decoders:
                     if decoder.job is None and not exhausted:
-                        job = next(queue, None)
+                        job = next(queue, None)  # claims the video: may wait on the database
                         if job is None:
                             exhausted = True
                             break
@@ -188,6 +193,7 @@ class LocalExecutor(Executor):
                                                                          for s in job.streams})
                         started(job)
                         decoder.assign(job)
+                _grant([d for d in decoders if d.job is not None], time.monotonic() - handing_out)
                 waiting = any(self._pending.values())
                 ready = wait([d.conn for d in decoders] + [d.process.sentinel for d in decoders],
                              timeout=0 if waiting else 0.5)

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tagger.errors import ModelError, UsageError
@@ -34,7 +34,7 @@ from tagger.model import CPU, LoadedModel, load_model
 from tagger.step import Outcome, VideoFailure, VideoJob, score_video
 
 HEALTH_EVERY = 2.0  # seconds between checks of the actors' progress
-ANSWER_WITHIN = 30.0  # seconds a busy actor has to say how long it has been idle
+ANSWER_WITHIN = 5.0  # seconds one health check waits for the actors' answers
 STARTUP = 120.0  # seconds to wait for an actor to start while no other can work
 
 
@@ -45,11 +45,11 @@ class ScoringActor:
     """
 
     def __init__(self, model_files: Mapping[str, tuple[str, bytes]], device: str, threads: int, batch_size: int):
-        folder = Path(tempfile.mkdtemp(prefix="tagger-models-"))
         self.models: dict[str, LoadedModel] = {}
-        for stream, (name, data) in model_files.items():
-            (folder / name).write_bytes(data)
-            self.models[stream] = load_model(folder / name, device, threads)
+        with tempfile.TemporaryDirectory(prefix="tagger-models-") as folder:  # sessions keep what they need
+            for stream, (name, data) in model_files.items():
+                (Path(folder) / name).write_bytes(data)
+                self.models[stream] = load_model(Path(folder) / name, device, threads)
         self.batch_sizes = batch_sizes(self.models, batch_size)  # on this actor's device
         self.labels = {stream: len(model.contract.labels) for stream, model in self.models.items()}
         self._last_progress: float | None = None  # None while no video is being scored
@@ -85,6 +85,7 @@ class _Running:
     job: VideoJob
     actor: object  # ray.actor.ActorHandle
     attempt: int  # 0 first; 1 after an actor died under it
+    answered: float = field(default_factory=time.monotonic)  # when its actor last answered a health check
 
 
 class RayExecutor(Executor):
@@ -98,7 +99,9 @@ class RayExecutor(Executor):
             raise UsageError("--executor ray needs Ray: pip install 'tagger[ray]'") from None
         self.ray = ray
         self.started_ray = False
-        if not ray.is_initialized():
+        if address:
+            _check_reachable(address)
+        if not ray.is_initialized():  # else this process is connected already (a library caller's ray.init)
             self._connect(address)
         _silence_raylet_messages()
         resources = ray.cluster_resources()
@@ -230,19 +233,25 @@ class RayExecutor(Executor):
                              "tagger's actors (1 CPU each); add nodes or lower --workers")
 
     def _stalled(self, running: dict) -> list:
-        """The runs whose actor has made no progress for `timeout` seconds, or cannot say."""
+        """The runs whose actor says it has made no progress for `timeout` seconds, or has not
+        answered for that long (a node gone quiet, a decoder holding the interpreter)."""
         ray = self.ray
-        asks = {ref: run.actor.idle_seconds.remote() for ref, run in running.items()}
+        now = time.monotonic()
+        asks = {run.actor.idle_seconds.remote(): ref for ref, run in running.items()}
+        answered, _ = ray.wait(list(asks), num_returns=len(asks), timeout=ANSWER_WITHIN)
         stalled = []
-        for ref, ask in asks.items():
-            try:
-                idle_for = ray.get(ask, timeout=ANSWER_WITHIN)
-            except ray.exceptions.GetTimeoutError:
-                idle_for = float("inf")
-            except ray.exceptions.RayActorError:
-                continue  # it died: ray.wait reports it with its result
+        for ask, ref in asks.items():
+            run = running[ref]
+            if ask in answered:
+                try:
+                    idle_for = ray.get(ask)
+                except ray.exceptions.RayActorError:
+                    continue  # it died: ray.wait reports it with its result
+                run.answered = now
+            else:
+                idle_for = now - run.answered
             if idle_for > self.timeout:
-                stalled.append((ref, running[ref]))
+                stalled.append((ref, run))
         return stalled
 
     def _retire(self, actor) -> None:
