@@ -351,8 +351,8 @@ def export_tags(
     model: QueryModelOption = None,
     source: SourceOption = None,
     threshold: ThresholdOption = None,
-    smooth: SmoothOption = 1,
-    max_gap: MaxGapOption = 1,
+    smooth: SmoothOption = SegmentRules.smooth,
+    max_gap: MaxGapOption = SegmentRules.max_gap,
     db: DbOption = None,
 ) -> None:
     """Write stored segments as CSV or JSON, subtitles for players (vtt, srt) or markers for editors (edl, otio).

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -97,19 +97,7 @@ def write_csv(records: Iterable[dict], out: TextIO, fields=SEGMENT_FIELDS, delim
 
 def write_csv_file(records: Iterable[dict], output: str, fields) -> int:
     """Write CSV to the file `output`, or to standard output for '-'; returns the number of rows."""
-    if output == "-":
-        return write_csv(records, sys.stdout, fields)
-    partial = f"{output}.partial"  # the old file stays whole until the new one is complete
-    try:
-        with open(partial, "w", newline="", encoding="utf-8") as handle:
-            count = write_csv(records, handle, fields)
-        os.replace(partial, output)
-        return count
-    except OSError as exc:
-        raise UsageError(f"cannot write {output}: {exc.strerror}; choose another --output") from exc
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    return _write_whole(output, lambda handle: write_csv(records, handle, fields), newline="")
 
 
 def write_json(records: Iterable[dict], out: TextIO) -> int:
@@ -122,12 +110,18 @@ def write_json(records: Iterable[dict], out: TextIO) -> int:
 
 def write_json_file(records: Iterable[dict], output: str) -> int:
     """Write a JSON array to the file `output`, or to standard output for '-'; returns the number of rows."""
+    return _write_whole(output, lambda handle: write_json(records, handle))
+
+
+def _write_whole(output: str, write: Callable[[TextIO], int], newline: str | None = None) -> int:
+    """Run `write` on standard output for '-', else on `output`.partial, renamed to `output` once
+    complete: the old file stays whole until the new one is. Returns what `write` returns."""
     if output == "-":
-        return write_json(records, sys.stdout)
+        return write(sys.stdout)
     partial = f"{output}.partial"
     try:
-        with open(partial, "w", encoding="utf-8") as handle:
-            count = write_json(records, handle)
+        with open(partial, "w", newline=newline, encoding="utf-8") as handle:
+            count = write(handle)
         os.replace(partial, output)
         return count
     except OSError as exc:
