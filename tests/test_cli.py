@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,14 @@ def test_models_says_what_the_shipped_models_can_and_cannot_tag(runner):
     assert "PlayingTabla" not in lines  # neither model knows it: tagger/ holds no outside label list
     assert "efficientnet-lite0" in result.stdout and "16000 Hz" in result.stdout
     assert "sound model: " in result.stdout and "(shipped with the default model)" in result.stdout
+
+
+def test_every_package_of_the_source_tree_is_installed():
+    """A plain `pip install .` installs only the packages pyproject.toml lists: a new subpackage
+    missing there works from a checkout and fails for every user (tagger.executors once did)."""
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(root).parts) for folder in ("tagger", "training")
+             for init in (root / folder).rglob("__init__.py")}
+    assert found - listed == set()
