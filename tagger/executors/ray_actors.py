@@ -121,7 +121,6 @@ class RayExecutor(Executor):
 
     def _connect(self, address: str | None) -> None:
         options = dict(log_to_driver=False, logging_level="ERROR")
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # no C++ warnings on the user's terminal
         _check_reachable(address or os.environ.get("RAY_ADDRESS"))
         on_sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with an abrupt exit
         try:
