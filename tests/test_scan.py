@@ -305,3 +305,21 @@ def test_decoder_threads_share_the_cores(monkeypatch, cores, busy, idle, queued,
     monkeypatch.setattr("tagger.executors.local.usable_cores", lambda: cores)
     decoders = [SimpleNamespace(job=7)] * busy + [SimpleNamespace(job=None)] * idle
     assert decoder_threads(decoders, queued) == threads
+
+
+def test_time_spent_storing_is_granted_only_to_decoders_that_sent_something():
+    """While the scan stores a video (maybe waiting on its database), a decoder with unread
+    messages made progress or was blocked sending: its timeout waits. A hung one sent nothing and is
+    still caught at its timeout."""
+    from types import SimpleNamespace
+
+    from tagger.executors.local import _grant_blocked
+
+    def decoder(has_messages: bool, job=1):
+        return SimpleNamespace(job=job, last_progress=100.0, conn=SimpleNamespace(poll=lambda: has_messages))
+
+    sending, hung, idle = decoder(True), decoder(False), decoder(True, job=None)
+    _grant_blocked([sending, hung, idle], 30.0)
+    assert (sending.last_progress, hung.last_progress, idle.last_progress) == (130.0, 100.0, 100.0)
+    _grant_blocked([sending], -5.0)  # a pause of the whole process is the clock's: never less grace
+    assert sending.last_progress == 130.0

@@ -146,6 +146,14 @@ class _PauseClock:
         self._thread.join()
 
 
+def _grant_blocked(decoders: list[_Decoder], seconds: float) -> None:
+    """Add `seconds` this process spent away from its decoders (claiming, storing) to the grace of
+    those with messages it did not read meanwhile: they made progress, or were blocked sending. A
+    decoder that sent nothing gets none: a hung one is still caught at its timeout. (Pauses of the
+    whole process are the clock's, and are not counted twice.)"""
+    _grant([d for d in decoders if d.job is not None and d.conn.poll()], max(0.0, seconds))
+
+
 def _grant(decoders: list[_Decoder], seconds: float) -> None:
     """Add `seconds` the decoders could not have used to their grace."""
     for decoder in decoders:
@@ -181,7 +189,7 @@ class LocalExecutor(Executor):
         paused = 0.0
         try:
             while not exhausted or self._sheets:
-                handing_out = time.monotonic()
+                handing_out, held = time.monotonic(), clock.paused
                 for decoder in decoders:
                     if decoder.job is None and not exhausted:
                         job = next(queue, None)  # claims the video: may wait on the database
@@ -193,7 +201,7 @@ class LocalExecutor(Executor):
                                                                          for s in job.streams})
                         started(job)
                         decoder.assign(job)
-                _grant([d for d in decoders if d.job is not None], time.monotonic() - handing_out)
+                _grant_blocked(decoders, time.monotonic() - handing_out - (clock.paused - held))
                 waiting = any(self._pending.values())
                 ready = wait([d.conn for d in decoders] + [d.process.sentinel for d in decoders],
                              timeout=0 if waiting else 0.5)
@@ -208,9 +216,9 @@ class LocalExecutor(Executor):
                 if settled:
                     decoders = [self._check_health(d, context) for d in decoders]
                 while self._done:
-                    handed = time.monotonic()
-                    yield self._done.popleft()
-                    _grant(decoders, time.monotonic() - handed)  # the caller stored it (or waited on its database)
+                    handed, held = time.monotonic(), clock.paused
+                    yield self._done.popleft()  # the caller stores it (and may wait on its database)
+                    _grant_blocked(decoders, time.monotonic() - handed - (clock.paused - held))
         finally:
             clock.close()
             for decoder in decoders:
