@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from tagger.segments import Segment
-from tagger.store import Store, VideoResult
+from tagger.schema import VideoResult
+from tagger.store import Store
 
 LABELS = ("Drumming", "PlayingCello", "PlayingDaf", "PlayingFlute", "PlayingGuitar", "PlayingPiano",
           "PlayingSitar", "PlayingViolin")

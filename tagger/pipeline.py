@@ -27,8 +27,9 @@ from tagger.errors import DatabaseError
 from tagger.executors import Executor, make_executor
 from tagger.fusion import fuse_segments, video_thresholds
 from tagger.model import LoadedModel, ScanModels, load_scan_models
+from tagger.schema import StoredVideo, VideoResult
 from tagger.step import AUDIO, VIDEO, VideoFailure, VideoJob, VideoScores
-from tagger.store import Store, StoredVideo, VideoResult
+from tagger.store import Store
 
 @dataclass
 class ScanSummary:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from tagger.errors import check_choice, check_range
-from tagger.store import models, segments, videos, windows
+from tagger.schema import models, segments, videos, windows
 
 ORDERS = ("path", "score", "time")
 SOURCES = ("video", "audio", "both")

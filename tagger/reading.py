@@ -27,8 +27,9 @@ from tagger.queries import (
     SegmentQuery, select_failed, select_label_summary, select_models, select_paths_named, select_segments, select_video,
     select_windows,
 )
+from tagger.schema import decode_scores
 from tagger.segments import SegmentRules, check_threshold
-from tagger.store import Store, decode_scores
+from tagger.store import Store
 
 
 @contextmanager

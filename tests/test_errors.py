@@ -9,7 +9,7 @@ import pytest
 
 from synthetic import RED, solid, write_colour_model, write_video
 from tagger.cli import app
-from tagger.store import SCHEMA_VERSION
+from tagger.schema import SCHEMA_VERSION
 
 
 def _error_line(result) -> str:

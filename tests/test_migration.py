@@ -6,7 +6,7 @@ import json
 import sqlite3
 
 from tagger.cli import app
-from tagger.store import SCHEMA_VERSION
+from tagger.schema import SCHEMA_VERSION
 
 
 def _rows(db, sql):

@@ -53,7 +53,7 @@ def test_a_name_that_is_not_utf8_is_stored_losslessly_tagged_and_exported_escape
 
 
 def test_lossless_text_round_trips_every_byte():
-    from tagger.store import LosslessText
+    from tagger.schema import LosslessText
 
     column = LosslessText()
     for raw in (b"/a/plain.avi", b"/a/caf\xe9\\x41.avi", b"/a/\xff\xfe\\\\", b"bytes:/a/plain.avi"):

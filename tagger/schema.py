@@ -1,0 +1,180 @@
+"""The database schema: its tables, their row types and the migrations between versions.
+
+`tagger.store` opens a database with this schema and runs every query on it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import sqlalchemy as sa
+
+SCHEMA_VERSION = 3
+# What brings a database from the version before each key up to it: (table, column, DDL adding
+# it), skipped where the column is there already, so a migration cut short can run again. New
+# tables need no entry: `metadata.create_all` adds them.
+MIGRATIONS = {
+    2: [("videos", "settings", "ALTER TABLE videos ADD COLUMN settings VARCHAR")],  # tagging settings
+    3: [("scans", "owner", "ALTER TABLE scans ADD COLUMN owner VARCHAR"),  # with the claims table
+        ("scans", "alive_at", "ALTER TABLE scans ADD COLUMN alive_at FLOAT")],
+}
+metadata = sa.MetaData()
+
+UNDECODABLE_PREFIX = "bytes:"  # never the start of a stored path: every path a scan stores is absolute
+
+
+class LosslessText(sa.types.TypeDecorator):
+    """Text that may hold a file name's bytes that are not UTF-8, stored losslessly.
+
+    Python holds such bytes as surrogate escapes, which no database encoding accepts. Text without
+    them is stored as it is (so globs and older rows work unchanged); text with them is stored as
+    "bytes:" + the text with backslashes doubled and each such byte written \\xNN, and read back
+    to the very same string, so the file opens again on the next scan.
+    """
+
+    impl = sa.String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None or not (_UNDECODABLE.search(value) or value.startswith(UNDECODABLE_PREFIX)):
+            return value
+        return UNDECODABLE_PREFIX + _UNDECODABLE_OR_BACKSLASH.sub(
+            lambda m: "\\\\" if m.group() == "\\" else f"\\x{ord(m.group()) - 0xDC00:02x}", value)
+
+    def process_result_value(self, value, dialect):
+        if value is None or not value.startswith(UNDECODABLE_PREFIX):
+            return value
+        return _ESCAPE.sub(lambda m: "\\" if m.group() == "\\\\" else chr(0xDC00 + int(m.group()[2:], 16)),
+                           value[len(UNDECODABLE_PREFIX):])
+
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_UNDECODABLE_OR_BACKSLASH = re.compile("[\udc80-\udcff\\\\]")
+_ESCAPE = re.compile(r"\\\\|\\x[0-9a-f]{2}")
+
+meta_table = sa.Table(
+    "meta", metadata, sa.Column("key", sa.String, primary_key=True), sa.Column("value", sa.String)
+)
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("sha256", sa.String(64), unique=True, nullable=False),
+    sa.Column("name", sa.String, nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("meta", sa.JSON, nullable=False),
+)
+videos = sa.Table(
+    "videos",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("path", LosslessText, unique=True, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    sa.Column("fingerprint", sa.String),
+    sa.Column("duration", sa.Float),
+    sa.Column("fps", sa.Float),
+    sa.Column("frames", sa.Integer),
+    sa.Column("width", sa.Integer),
+    sa.Column("height", sa.Integer),
+    sa.Column("status", sa.String(8), nullable=False),  # ok | failed
+    sa.Column("error", LosslessText),
+    sa.Column("decoder", sa.String(16)),
+    sa.Column("scanned_at", sa.Float, nullable=False),
+    sa.Column("model_id", sa.ForeignKey("models.id")),
+    # The settings its tags were made with (ScanSettings.tagging_key, JSON); NULL when stored by
+    # schema 1, before they were recorded.
+    sa.Column("settings", sa.String),
+)
+windows = sa.Table(
+    "windows",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("video_id", sa.ForeignKey("videos.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("model_id", sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Column("scores", sa.LargeBinary, nullable=False),  # float32 little-endian, model label order
+)
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("video_id", sa.ForeignKey("videos.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("model_id", sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("label", sa.String, nullable=False),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("max_score", sa.Float, nullable=False),
+    sa.Column("source", sa.String(8), nullable=False, server_default="video"),
+    sa.Index("ix_segments_label_score", "label", "score"),
+)
+scans = sa.Table(
+    "scans",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("status", sa.String(12), nullable=False),  # running | finished | interrupted
+    sa.Column("roots", sa.JSON, nullable=False),
+    sa.Column("model_id", sa.ForeignKey("models.id")),
+    sa.Column("counts", sa.JSON),
+    sa.Column("options", sa.JSON),
+    sa.Column("owner", sa.String),  # the scan process, as its claims name it
+    sa.Column("alive_at", sa.Float),  # when it last renewed its claims: a running scan that stops is dead
+)
+
+# A video a scan is decoding: claimed before it is decoded, released when it is stored. The claim
+# is a lease, renewed while its scan lives, so the video of a scan that died is free again once
+# `expires_at` passes (seconds since the epoch, by the database's clock on PostgreSQL).
+claims = sa.Table(
+    "claims",
+    metadata,
+    sa.Column("path", LosslessText, primary_key=True),  # as videos.path
+    sa.Column("owner", sa.String, nullable=False),  # machine:pid:random of the claiming scan
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+
+class StoredVideo(NamedTuple):
+    """What the database holds about a video's last scan, for deciding whether to scan it again."""
+
+    size: int
+    mtime_ns: int
+    model_id: int | None
+    status: str
+    settings: str | None  # ScanSettings.tagging_key; None when stored by schema 1
+    scanned_at: float
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """Everything a scan learned about one video, stored in one transaction."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    fingerprint: str | None
+    status: str  # ok | failed
+    error: str | None = None
+    decoder: str | None = None
+    duration: float | None = None
+    fps: float | None = None
+    frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    window_starts: np.ndarray | None = None  # (W,)
+    window_ends: np.ndarray | None = None  # (W,)
+    window_scores: dict[int, np.ndarray] | None = None  # model id -> (W, K): video, and audio if heard
+    segments: Sequence = ()  # tagger.segments.Segment
+    settings: str | None = None  # ScanSettings.tagging_key of the scan that made the tags
+
+
+def decode_scores(blob: bytes) -> np.ndarray:
+    """Window scores as stored -> (K,) float32."""
+    return np.frombuffer(blob, dtype="<f4")
