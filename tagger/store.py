@@ -197,13 +197,10 @@ class Store:
 
     def ensure_model(self, sha256: str, name: str, labels: Sequence[str], meta: dict) -> int:
         """The id of the model with `sha256`, adding it on first use."""
-        with self.write() as conn:
-            found = conn.execute(sa.select(models.c.id).where(models.c.sha256 == sha256)).scalar_one_or_none()
-            if found is not None:
-                return found
-            return conn.execute(
-                sa.insert(models).values(sha256=sha256, name=name, labels=list(labels), meta=meta)
-            ).inserted_primary_key[0]
+        with self.write() as conn:  # scans starting together on PostgreSQL may add it at once: one wins
+            conn.execute(_insert_ignoring_conflict(conn, models, "sha256")
+                         .values(sha256=sha256, name=name, labels=list(labels), meta=meta))
+            return conn.execute(sa.select(models.c.id).where(models.c.sha256 == sha256)).scalar_one()
 
     def known_videos(self) -> dict[str, StoredVideo]:
         """path -> what is stored about it, for every stored video."""
@@ -234,7 +231,8 @@ class Store:
             if held is not None:
                 conn.execute(sa.update(claims).where(claims.c.path == path).values(owner=owner, expires_at=expires))
                 return "claimed"
-            inserted = conn.execute(_insert_ignoring_conflict(conn).values(path=path, owner=owner, expires_at=expires)
+            inserted = conn.execute(_insert_ignoring_conflict(conn, claims, "path")
+                                    .values(path=path, owner=owner, expires_at=expires)
                                     .returning(claims.c.path)).first()
             return "claimed" if inserted is not None else "busy"
 
@@ -372,15 +370,16 @@ def _database_time(conn: sa.Connection) -> float:
     return time.time()
 
 
-def _insert_ignoring_conflict(conn: sa.Connection):
-    """INSERT INTO claims that does nothing (returns no row) when the path is claimed already."""
+def _insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, key: str):
+    """INSERT INTO `table` that does nothing (returns no row) where a row with the same unique `key`
+    exists or is being inserted by another transaction."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif conn.dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
-    else:  # other databases: the primary key still refuses a second claim, as an error
-        return sa.insert(claims)
-    return insert(claims).on_conflict_do_nothing(index_elements=["path"])
+    else:  # other databases: the unique key still refuses a second row, as an error
+        return sa.insert(table)
+    return insert(table).on_conflict_do_nothing(index_elements=[key])
 
 
 def _insert_segments(conn: sa.Connection, video_id: int, model_id: int, found: Sequence) -> None:

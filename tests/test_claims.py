@@ -185,3 +185,42 @@ def test_the_read_side_gives_the_same_answers_from_postgresql(tmp_path, colour_m
         assert [a.exit_code for a in answers] == [0, 0], [a.output for a in answers]
         assert answers[0].stdout == answers[1].stdout, command
         assert answers[0].stdout.strip() or command == ["failed"], command
+
+
+@pytest.mark.slow
+def test_scans_starting_together_on_an_empty_postgresql_database_all_succeed(postgres_url, tmp_path, colour_model):
+    """The first scans of a database create its schema: on PostgreSQL, one at a time (an advisory
+    lock), so none fails on another's half-made tables."""
+    for name in ("a.avi", "b.avi"):
+        write_video(tmp_path / name, 1, colour_at=solid(GREEN))
+    command = [sys.executable, "-m", "tagger.cli", "scan", str(tmp_path), "--db", postgres_url, "--model",
+               str(colour_model), "--workers", "1", "--json"]
+    scans = [subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [scan.communicate(timeout=300) for scan in scans]
+    assert [scan.returncode for scan in scans] == [0, 0, 0], [err for _, err in results]
+    assert sum(json.loads(out)["tagged"] for out, _ in results) == 2
+
+
+def test_scans_registering_one_model_at_once_all_get_its_id(db):
+    """Several scans starting together each register the models: one row, the same id for all."""
+    import threading
+
+    stores = [Store(db) for _ in range(8)]
+    start, ids, errors = threading.Barrier(len(stores)), [], []
+
+    def register(store):
+        start.wait()
+        try:
+            ids.append(store.ensure_model("ab" * 32, "m", ["A"], {}))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in stores:
+        store.close()
+    assert errors == [] and len(set(ids)) == 1 and len(ids) == 8
