@@ -113,8 +113,7 @@ class Scanner:
 
     def __init__(self, settings: ScanSettings, store: Store, models: dict[str, LoadedModel], executor: Executor,
                  progress: ScanProgress):
-        self.settings, self.store, self.models, self.executor, self.progress = (
-            settings, store, models, executor, progress)
+        self.settings, self.store, self.executor, self.progress = settings, store, executor, progress
         self.model, self.audio = models[VIDEO], models.get(AUDIO)
         self.tagging_key = settings.tagging_key()
         self.window_settings = json.loads(self.tagging_key)["windows"]

@@ -83,12 +83,19 @@ class Store:
             if create or "://" in target or not self._open_read_only():
                 if str(exc).startswith(("database is locked", "the disk holding")):
                     raise
-                raise DatabaseError(f"cannot use database {self.target}: {_reason(cause)}; pass another --db") from exc
+                raise self._unusable(cause) from exc
         except sa.exc.OperationalError as exc:
             if create or "://" in target or not self._open_read_only():
-                raise DatabaseError(f"cannot use database {self.target}: {_reason(exc)}; pass another --db") from exc
+                raise self._unusable(exc) from exc
         except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot use database {self.target}: {_reason(exc)}; pass another --db") from exc
+            raise self._unusable(exc) from exc
+
+    def _unusable(self, exc: sa.exc.SQLAlchemyError) -> DatabaseError:
+        """The one line for a database that cannot be opened: a server to check, or another --db."""
+        advice = "pass another --db"
+        if "://" in self.target and "connect" in _reason(exc).lower():
+            advice = "check that the database server is running and the URL is right, or " + advice
+        return DatabaseError(f"cannot use database {self.target}: {_reason(exc)}; {advice}")
 
     def _open_read_only(self) -> bool:
         """Read a SQLite file we may not write (a read-only share, another user's file): read-only,

@@ -224,3 +224,13 @@ def test_scans_registering_one_model_at_once_all_get_its_id(db):
     for store in stores:
         store.close()
     assert errors == [] and len(set(ids)) == 1 and len(ids) == 8
+
+
+def test_an_unreachable_database_server_says_to_check_it_without_the_password(runner):
+    pytest.importorskip("psycopg", reason="needs psycopg: pip install '.[postgres]'")
+    result = runner.invoke(app, ["query", "--db", "postgresql://bob:secret@127.0.0.1:1/tags"])
+    assert result.exit_code == 5, result.output
+    line = result.stderr.strip()
+    assert line.startswith("Error: cannot use database postgresql://bob:***@127.0.0.1:1/tags: ") and "\n" not in line
+    assert line.endswith("; check that the database server is running and the URL is right, or pass another --db")
+    assert "secret" not in result.output

@@ -73,9 +73,9 @@ class ScoringActor:
         last = self._last_progress
         return 0.0 if last is None else time.monotonic() - last
 
-    def describe(self) -> tuple[int, list[str]]:
-        """(process id, onnxruntime providers) of this actor."""
-        return os.getpid(), self.models["video"].providers
+    def providers(self) -> list[str]:
+        """The onnxruntime providers this actor scores on; answering also says it is ready."""
+        return self.models["video"].providers
 
 
 @dataclass
@@ -148,7 +148,7 @@ class RayExecutor(Executor):
 
     def outcomes(self, jobs: JobQueue, started: Callable[[VideoJob], None]) -> Iterator[Outcome]:
         ray = self.ray
-        self._starting: dict = {}  # the readiness call (describe) of each actor not yet ready -> actor
+        self._starting: dict = {}  # the readiness call (providers) of each actor not yet ready -> actor
         for _ in range(max(1, min(self.actors, len(jobs)))):
             self._start_actor()
         idle: list = []
@@ -210,13 +210,13 @@ class RayExecutor(Executor):
         """A new actor; it takes work once it has loaded the models (see _ready)."""
         actor = self.actor_class.remote(self.model_files, self.actor_device, 1, self.batch_size)
         self._pool.append(actor)
-        self._starting[actor.describe.remote()] = actor
+        self._starting[actor.providers.remote()] = actor
 
     def _ready(self, ref, actor, others: bool) -> bool:
         """Whether a starting actor loaded the models. One that could not is dropped; if none
         could, the scan cannot go on."""
         try:
-            _, self._providers = self.ray.get(ref)
+            self._providers = self.ray.get(ref)
             return True
         except self.ray.exceptions.RayActorError as exc:
             self._retire(actor)
