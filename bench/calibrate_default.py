@@ -1,9 +1,11 @@
 """The measurement behind the default model's choices: resolution, frames per window, pooling.
 
 For each input resolution, every labelled shared clip is sampled on a 4 fps grid (decoded with the
-tagger's own frame sources: short-side resize, centre crop) and EfficientNet-Lite0 gives each frame
-its tag scores (`training/imagenet_map.py`). Windows of T frames taken every k-th grid frame are
-then pooled offline, so one decode per resolution covers every (T, interval, pooling) choice.
+tagger's own frame sources and crop rule: short-side resize, then the centre crop, or with
+`--crops C` C crops across the long side as `tagger.crops` feeds a model) and EfficientNet-Lite0
+gives each frame its tag scores (`training/imagenet_map.py`; with several crops, a tag's best
+crop). Windows of T frames taken every k-th grid frame are then pooled offline, so one decode
+per resolution covers every (T, interval, pooling) choice.
 
 For each choice it prints the best window score of each instrument clip for its own tag (recall
 margin) and the worst window and the worst single frame of any tag on the clips without
@@ -13,6 +15,7 @@ photographs of the `scikit-image` wheel.
 
     python bench/calibrate_default.py                      # 5-12 minutes on 2 busy CPU cores
     python bench/calibrate_default.py --negatives /tmp/extra --sizes 224
+    python bench/calibrate_default.py --sizes 224 --crops 3   # three crops across each frame
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tagger.decode import centre_crop, open_video, scaled_size
+from tagger.decode import frame_crops, open_video, scaled_size
 from training.imagenet_map import INSTRUMENT_TAGS, class_to_tag_matrix
 from training.pretrained import LITE0_MEAN, LITE0_STD, load_lite0
 
@@ -47,19 +50,28 @@ def tag_scores(model: torch.nn.Module, frames: np.ndarray) -> np.ndarray:
         return torch.cat([model(x[i:i + 32]).softmax(1) @ matrix for i in range(0, len(x), 32)]).numpy()
 
 
-def grid_frames(path: Path, resize: int, crop: tuple[int, int]) -> np.ndarray:
-    """Frames `(F, H, W, 3)` of a video every GRID seconds, or of an image as one frame."""
+def grid_frames(path: Path, resize: int, crop: tuple[int, int], crops: int = 1) -> np.ndarray:
+    """Each frame's crops `(F, C, H, W, 3)`, a frame every GRID seconds of a video, or an image as
+    one frame; cut as a scan cuts them for a model of `crops` crops (`tagger.decode.frame_crops`)."""
     if path.suffix.lower() in IMAGE_SUFFIXES:
         from PIL import Image
 
         image = Image.open(path).convert("RGB")
         image = image.resize(scaled_size(*image.size, resize), Image.BILINEAR)
-        return centre_crop(np.asarray(image), crop)[None]
+        return frame_crops(np.asarray(image), crop, crops)[None]
     source = open_video(str(path), resize)
     times = np.arange(0, source.info.duration, GRID) + 1e-6
     indices = np.clip(np.searchsorted(source.timestamps, times, side="right") - 1, 0, None)
     frames = dict(source.read(np.unique(indices)))
-    return np.stack([centre_crop(frames[i], crop) for i in indices])
+    return np.stack([frame_crops(frames[i], crop, crops) for i in indices])
+
+
+def frame_scores(model: torch.nn.Module, crops: np.ndarray) -> np.ndarray:
+    """Per-frame tag scores `(F, tags)` of frames' crops `(F, C, H, W, 3)`: each tag's best crop,
+    as an instrument seen in any part of the frame counts (C = 1: the centre crop's scores)."""
+    count, per_frame = crops.shape[:2]
+    scores = tag_scores(model, crops.reshape(count * per_frame, *crops.shape[2:]))  # (F*C, tags)
+    return scores.reshape(count, per_frame, -1).max(axis=1)
 
 
 def window_scores(scores: np.ndarray, clip_len: int, step: int, pooling: str) -> np.ndarray:
@@ -88,17 +100,20 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED_DATA)
     parser.add_argument("--negatives", type=Path, action="append", default=[])
     parser.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--crops", type=int, default=1, help="crops across each frame's long side (tagger.crops)")
     args = parser.parse_args()
+    if args.crops < 1:
+        parser.error(f"--crops must be >= 1, got {args.crops}")
     torch.set_num_threads(2)
     model = load_lite0()
     videos = labelled_videos(args.data, args.negatives)
     for size in args.sizes:
         resize, crop = SIZES[size]
-        per_video = [(path, label, tag_scores(model, grid_frames(path, resize, crop)))
+        per_video = [(path, label, frame_scores(model, grid_frames(path, resize, crop, args.crops)))
                      for path, label in videos]
         worst_frame = max((s.max(), path.name, TAGS[s.max(0).argmax()])
                           for path, label, s in per_video if label == "other")
-        print(f"== size {size}: worst non-instrument frame {worst_frame[0]:.3f} "
+        print(f"== size {size}, {args.crops} crop(s): worst non-instrument frame {worst_frame[0]:.3f} "
               f"({worst_frame[1]}, {worst_frame[2]})")
         for step in (1, 2, 4):
             for clip_len in (4, 8, 16):

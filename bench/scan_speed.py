@@ -156,7 +156,7 @@ def naive_loop(model, plans, plain_session: bool) -> float:
     import decord
     import onnxruntime as ort
 
-    from tagger.decode import centre_crop, scaled_size
+    from tagger.decode import frame_crops, scaled_size
 
     c = model.contract
     if plain_session:
@@ -167,7 +167,7 @@ def naive_loop(model, plans, plain_session: bool) -> float:
             session.run(None, {name: clip})
     else:
         score = model.scores
-    score(np.zeros((1, c.clip_len, *c.size, 3), np.uint8))  # warm-up, as inference-only has
+    score(np.zeros((1, c.input_frames, *c.size, 3), np.uint8))  # warm-up, as inference-only has
     began = time.perf_counter()
     for video, frame_indices in plans:
         probe = decord.VideoReader(str(video))
@@ -175,8 +175,8 @@ def naive_loop(model, plans, plain_session: bool) -> float:
         out_w, out_h = scaled_size(width, height, c.resize)
         reader = decord.VideoReader(str(video), width=out_w, height=out_h)
         for row in frame_indices:
-            frames = centre_crop(reader.get_batch(list(row)).asnumpy(), c.size)
-            score(frames[None])
+            crops = frame_crops(reader.get_batch(list(row)).asnumpy(), c.size, c.crops)  # (T, C, H, W, 3)
+            score(crops.reshape(1, -1, *crops.shape[2:]))  # (1, T*C, H, W, 3), as the scan feeds it
     return time.perf_counter() - began
 
 
@@ -238,7 +238,7 @@ def main() -> None:
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "model": str(model.path), "window_s": c.window_seconds, "frames_per_window": c.clip_len,
-        "crop": list(c.size), "corpus_videos": len(videos), "corpus_video_s": video_seconds,
+        "crop": list(c.size), "crops": c.crops, "corpus_videos": len(videos), "corpus_video_s": video_seconds,
         "windows": total_windows, "batch_size": args.batch_size,
         "decode_only_s": decode_s, "inference_only_s": infer_s, "naive_loop_s": naive_s,
         "naive_loop_tagger_session_s": naive_tuned_s, "scan_s": scan_s,

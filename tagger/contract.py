@@ -3,10 +3,13 @@
 `training/` writes it with `ModelContract.to_metadata()`, `tagger/` reads it back with
 `ModelContract.from_metadata()`, so nothing about a model is hard-coded in the tagger.
 
-Video models (`tagger.kind` = video) take input `frames`: uint8 `[N, T, H, W, 3]` RGB
+Video models (`tagger.kind` = video) take input `frames`: uint8 `[N, T*C, H, W, 3]` RGB
 (normalisation happens inside the graph) and give `logits` or `probs` float32 `[N, K]`. A window
-covers `clip_len` frames taken every `frame_step / fps` seconds, so it spans
-`clip_len * frame_step / fps` seconds of video.
+covers `clip_len` (T) frames taken every `frame_step / fps` seconds, so it spans
+`clip_len * frame_step / fps` seconds of video. Each frame gives `crops` (C, default 1: the centre
+crop) crops of `size` spread along its long side (`tagger.decode.crop_origins`), frame-major: frame
+t's crops are rows t*C .. t*C+C-1, and the graph reshapes to (N, T, C, H, W, 3) itself.
+`left_out` (optional) names labels the model deliberately does not tag, each with the reason.
 
 Audio models (`tagger.kind` = audio) take input `audio`: float32 `[N, S]` mono PCM in [-1, 1] at
 `tagger.sample_rate`, S = `patch_seconds * sample_rate` (any spectrogram is computed inside the
@@ -40,10 +43,11 @@ class ModelContract:
 
     labels: tuple[str, ...]
     clip_len: int = 0  # video: T, frames per window
-    size: tuple[int, int] = (0, 0)  # video: (H, W) of the centre crop fed to the model
-    resize: int = 0  # video: short side the frame is scaled to before the centre crop
+    size: tuple[int, int] = (0, 0)  # video: (H, W) of each crop fed to the model
+    resize: int = 0  # video: short side the frame is scaled to before cropping
     fps: float = 0.0  # video: the frame rate the clip is sampled at
     frame_step: int = 1  # video: take every frame_step-th frame at `fps`
+    crops: int = 1  # video: C crops per frame, spread along its long side; 1 is the centre crop
     thresholds: Mapping[str, float] = field(default_factory=dict)  # per-label default score threshold
     output: str = "logits"  # "logits" (tagger applies softmax) or "probs" (used as they are)
     kind: str = "video"
@@ -65,6 +69,16 @@ class ModelContract:
         if self.kind == "audio":
             return self.patch_seconds
         return self.clip_len * self.frame_step / self.fps
+
+    @property
+    def input_frames(self) -> int:
+        """Frames in one window's model input, T * C: the input is `[N, T*C, H, W, 3]`."""
+        return self.clip_len * self.crops
+
+    @property
+    def left_out(self) -> dict[str, str]:
+        """Labels the model deliberately does not tag -> why (`tagger.left_out`; empty when absent)."""
+        return dict(self.extra.get("left_out") or {})
 
     @property
     def frame_interval(self) -> float:
@@ -90,6 +104,8 @@ class ModelContract:
             else {"clip_len": self.clip_len, "size": list(self.size), "resize": self.resize, "fps": self.fps,
                   "frame_step": self.frame_step}
         )
+        if self.kind == "video" and self.crops != 1:  # absent means 1: a centre-crop model's file is unchanged
+            geometry["crops"] = self.crops
         props: dict[str, Any] = {
             "labels": list(self.labels),
             **geometry,
@@ -126,6 +142,9 @@ class ModelContract:
             thresholds = {label: float(thresholds) for label in labels}
         if not isinstance(thresholds, dict):
             raise ModelError(f"{source}: {PREFIX}threshold must be a number or a JSON object")
+        crops = parsed.pop("crops", 1)
+        if not isinstance(crops, int) or isinstance(crops, bool):
+            raise ModelError(f"{source}: {PREFIX}crops must be a whole number >= 1, got {crops!r}")
         try:
             size = tuple(int(x) for x in parsed.pop("size", (0, 0)))
             contract = cls(
@@ -135,6 +154,7 @@ class ModelContract:
                 resize=int(parsed.pop("resize", 0)),
                 fps=float(parsed.pop("fps", 0.0)),
                 frame_step=int(parsed.pop("frame_step", 1)),
+                crops=crops,
                 sample_rate=int(parsed.pop("sample_rate", 0)),
                 patch_seconds=float(parsed.pop("patch_seconds", 0.0)),
                 thresholds={str(k): float(v) for k, v in thresholds.items()},
@@ -161,6 +181,9 @@ class ModelContract:
                 problems.append(f"{PREFIX}size {list(self.size)} must fit inside resize {self.resize}")
             if self.fps <= 0 or self.frame_step < 1:
                 problems.append(f"{PREFIX}fps and frame_step must be positive")
+            if self.crops < 1:
+                problems.append(f"{PREFIX}crops must be >= 1 (crops per frame; 1 is the centre crop), "
+                                f"got {self.crops}")
         elif self.sample_rate < 1 or self.patch_seconds <= 0:
             problems.append(f"{PREFIX}sample_rate and patch_seconds must be positive")
         if self.output not in OUTPUT_KINDS:
@@ -171,6 +194,10 @@ class ModelContract:
             problems.append(f"{PREFIX}background {self.background!r} is not one of the labels")
         if len(set(self.labels)) != len(self.labels):
             problems.append(f"{PREFIX}labels has duplicates")
+        left_out = self.extra.get("left_out")
+        if left_out is not None and not (isinstance(left_out, Mapping) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in left_out.items())):
+            problems.append(f"{PREFIX}left_out must be a JSON object of label -> reason, got {left_out!r:.80}")
         if problems:
             raise ModelError(f"{source}: {problems[0]}")
 
@@ -195,5 +222,6 @@ def _load(key: str, text: str, source: str) -> Any:
 
 
 STRUCTURED_KEYS = frozenset(
-    {"labels", "clip_len", "size", "resize", "fps", "frame_step", "threshold", "train", "sample_rate", "patch_seconds"}
+    {"labels", "clip_len", "size", "resize", "fps", "frame_step", "crops", "threshold", "train", "sample_rate",
+     "patch_seconds", "left_out"}
 )

@@ -3,6 +3,7 @@
 A `FrameSource` knows a video's frame timestamps before any frame is decoded, so the window plan
 can pick exactly the frames it needs, and `read(indices)` decodes each needed frame once, in
 order, at the reduced size (short side scaled to the model's `resize`, aspect ratio kept).
+`frame_crops` then cuts the crops the model sees from each frame.
 """
 
 from __future__ import annotations
@@ -70,6 +71,33 @@ def centre_crop(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = frames.shape[-3:-1]
     top, left = max(0, (h - size[0]) // 2), max(0, (w - size[1]) // 2)
     return frames[..., top : top + size[0], left : left + size[1], :]
+
+
+def crop_origins(height: int, width: int, size: tuple[int, int], crops: int) -> list[tuple[int, int]]:
+    """(top, left) of each of the `crops` crops of `size` = (h, w) a model takes from a scaled frame.
+
+    One crop is the centre crop. Several are spread evenly along the frame's long side, the first
+    touching one edge and the last the other: offsets = round(linspace(0, L - S, crops)) (numpy's
+    round, half to even), L the long side and S the crop's extent along it; across the short side
+    each crop is centred. A square frame has no long side: its crops are all the centre crop. The
+    one home of this rule (see `tagger.crops` in the model contract).
+    """
+    top, left = max(0, (height - size[0]) // 2), max(0, (width - size[1]) // 2)
+    if crops == 1 or height == width:
+        return [(top, left)] * crops  # centre_crop's arithmetic: (L - S) // 2, never a rounded half
+    if height > width:  # portrait: crops run top to bottom
+        return [(int(t), left) for t in np.round(np.linspace(0, max(0, height - size[0]), crops))]
+    return [(top, int(x)) for x in np.round(np.linspace(0, max(0, width - size[1]), crops))]
+
+
+def frame_crops(frames: np.ndarray, size: tuple[int, int], crops: int = 1) -> np.ndarray:
+    """The crops a video model sees of scaled `(..., H, W, 3)` frames: `(..., crops, h, w, 3)`.
+
+    `crops` = 1 gives exactly `centre_crop`; more spread along the long side (`crop_origins`).
+    """
+    h, w = frames.shape[-3:-1]
+    return np.stack([frames[..., top : top + size[0], left : left + size[1], :]
+                     for top, left in crop_origins(h, w, size, crops)], axis=-4)
 
 
 class FrameSource(ABC):

@@ -61,17 +61,18 @@ class LoadedModel:
         return list(self.session.get_providers())
 
     def auto_batch_size(self) -> int:
-        """Windows per inference call: about 16 frames on a CPU, 64 on CUDA.
+        """Windows per inference call: about 16 input frames on a CPU, 64 on CUDA (a window is
+        T * C frames: clip_len times crops).
 
         Measured on 2 cores with the default model (8 frames at 224x224): 1 window per call ran at
         259 ms a window and 296 MB peak, 16 windows at 531 ms and 3.7 GB; larger CPU batches only
         thrash the caches. A GPU needs bigger batches to be busy.
         """
         frames = 64 if CUDA in self.providers else 16
-        return max(1, frames // max(1, self.contract.clip_len))
+        return max(1, frames // max(1, self.contract.input_frames))
 
     def scores(self, inputs: np.ndarray) -> np.ndarray:
-        """Per-label scores in [0, 1]: video frames (N, T, H, W, 3) uint8 or audio (N, S) float32 -> (N, K)."""
+        """Per-label scores in [0, 1]: video frames (N, T*C, H, W, 3) uint8 or audio (N, S) float32 -> (N, K)."""
         (raw,) = self.session.run([self.output_name], {self.contract.input_name: inputs})
         raw = np.asarray(raw, dtype=np.float32)
         if self.contract.output == "probs":
@@ -159,12 +160,14 @@ def _check_io(session, contract: ModelContract, model_path: Path) -> str:
         raise ModelError(f"{model_path}: has no input named {name!r} (found {', '.join(inputs)})")
     shape = inputs[name].shape
     if contract.kind == "video":
-        expected = [contract.clip_len, *contract.size, 3]
+        expected = [contract.input_frames, *contract.size, 3]
     else:
         expected = [round(contract.patch_seconds * contract.sample_rate)]
     if len(shape) != len(expected) + 1 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected)):
+        crops = contract.kind == "video" and contract.crops > 1
+        frames = f" ({contract.clip_len} frames x {contract.crops} crops)" if crops else ""
         raise ModelError(
-            f"{model_path}: input {name} has shape {shape}, expected [N, {', '.join(map(str, expected))}]"
+            f"{model_path}: input {name} has shape {shape}, expected [N, {', '.join(map(str, expected))}]{frames}"
         )
     outputs = [o.name for o in session.get_outputs()]
     if contract.output not in outputs:

@@ -131,15 +131,18 @@ def render_summary(console: Console, summary: ScanSummary, db: str, audio_note: 
 
 
 def render_model(console: Console, model) -> None:
-    """One model: identity, input geometry, providers, taggable labels with their thresholds."""
+    """One model: identity, input geometry, providers, taggable labels with their thresholds, and
+    the labels it deliberately leaves out with the reason (`tagger.left_out`)."""
     c = model.contract
     table = Table(title=Text(str(model.path)), show_header=False)
     table.add_row("name / arch / version", f"{model.name} / {c.arch} / {c.version}")
     table.add_row("sha256", Text(model.sha256, overflow="fold"))
     table.add_row("kind / output", f"{c.kind} / {c.output}")
     if c.kind == "video":
-        table.add_row("window", f"{c.clip_len} frames every {c.frame_interval:.3f} s = {c.window_seconds:.2f} s, "
-                      f"short side {c.resize} → crop {c.size[0]}x{c.size[1]}")
+        table.add_row("window", f"{c.clip_len} frames every {c.frame_interval:.3f} s = {c.window_seconds:.2f} s")
+        crop = f"{c.size[0]}x{c.size[1]}"
+        crops = f"{c.crops} crops {crop} across long side" if c.crops > 1 else f"crop {crop}"
+        table.add_row("crop", f"short side {c.resize} → {crops}")
     else:
         table.add_row("patch", f"{c.patch_seconds:.3f} s of mono sound at {c.sample_rate} Hz")
     table.add_row("providers", ", ".join(model.providers))
@@ -149,6 +152,8 @@ def render_model(console: Console, model) -> None:
     for label in c.tag_labels:
         labels.add_row(Text(label), f"{c.threshold_for(label):.2f}")
     console.print(labels)
+    for label, reason in c.left_out.items():
+        console.print(Text(f"not tagged: {label}: {reason}"))
 
 
 def render_coverage(console: Console, video, audio, audio_note: str = "") -> None:

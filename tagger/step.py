@@ -19,7 +19,7 @@ import numpy as np
 
 from tagger.audio import NoAudio, patch_bounds, read_patches
 from tagger.contract import ModelContract
-from tagger.decode import DECODERS, FrameSource, VideoInfo, centre_crop, check_readable, open_video
+from tagger.decode import DECODERS, FrameSource, VideoInfo, check_readable, frame_crops, open_video
 from tagger.errors import DecodeError
 from tagger.windows import WindowPlan, plan_windows
 
@@ -41,6 +41,7 @@ class VideoJob:
     chunk: int = 2  # windows per event: frequent enough that a slow decode never looks stalled
     audio: tuple[int, float] | None = None  # (sample_rate, patch_seconds) when sound is wanted
     threads: int = 0  # decoding threads; 0 lets the decoder choose
+    crops: int = 1  # the model's crops per frame (tagger.crops); 1 is the centre crop
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -55,7 +56,7 @@ class VideoJob:
         it for `audio_contract`'s sound model, when given)."""
         audio = (audio_contract.sample_rate, audio_contract.patch_seconds) if audio_contract else None
         return cls(job_id, str(path), contract.resize, tuple(contract.size), contract.clip_len,
-                   contract.frame_interval, hop, tuple(decoders), audio=audio, **options)
+                   contract.frame_interval, hop, tuple(decoders), audio=audio, crops=contract.crops, **options)
 
 
 # The events `decode_windows` yields, in order: Opened, Inputs (video) ..., then when sound is
@@ -75,7 +76,7 @@ class Opened:
 class Inputs:
     """Model inputs for windows first .. first + len(data) - 1 of one stream."""
 
-    stream: str  # VIDEO: (n, T, H, W, 3) uint8 clips; AUDIO: (n, S) float32 patches
+    stream: str  # VIDEO: (n, T*C, H, W, 3) uint8 clips, frame-major; AUDIO: (n, S) float32 patches
     first: int
     data: np.ndarray
 
@@ -133,11 +134,13 @@ class VideoFailure:
 Outcome = VideoScores | VideoFailure
 
 
-def stream_windows(source: FrameSource, plan: WindowPlan, size: tuple[int, int], chunk: int) -> Iterator[Inputs]:
-    """Decode each needed frame once and yield video Inputs of `chunk` clips (n, T, H, W, 3).
+def stream_windows(source: FrameSource, plan: WindowPlan, size: tuple[int, int], chunk: int,
+                   crops: int = 1) -> Iterator[Inputs]:
+    """Decode each needed frame once and yield video Inputs of `chunk` clips (n, T*C, H, W, 3).
 
-    A frame stays cached only until the last window that samples it has been emitted, so memory is
-    a few windows' worth whatever the video's length.
+    Each frame gives `crops` (C) crops of `size` (`frame_crops`); frame t's crops are rows
+    t*C .. t*C+C-1 of its clip. A frame's crops stay cached only until the last window that samples
+    it has been emitted, so memory is a few windows' worth whatever the video's length.
     """
     last_use = np.full(plan.frame_indices.max() + 1, -1)
     for window, row in enumerate(plan.frame_indices):
@@ -147,9 +150,10 @@ def stream_windows(source: FrameSource, plan: WindowPlan, size: tuple[int, int],
     pending: list[np.ndarray] = []
     next_window = first_pending = 0
     for index, frame in source.read(plan.needed_frames):
-        cache[int(index)] = centre_crop(frame, size)
+        cache[int(index)] = frame_crops(frame, size, crops)  # (C, H, W, 3)
         while next_window < len(plan) and window_ends[next_window] <= index:
-            pending.append(np.stack([cache[int(i)] for i in plan.frame_indices[next_window]]))
+            clip = np.stack([cache[int(i)] for i in plan.frame_indices[next_window]])  # (T, C, H, W, 3)
+            pending.append(clip.reshape(-1, *clip.shape[2:]))  # (T*C, H, W, 3)
             for i in plan.frame_indices[next_window]:
                 if last_use[i] == next_window:
                     cache.pop(int(i), None)
@@ -190,7 +194,7 @@ def _decode_windows(job: VideoJob) -> Iterator[Event]:
         try:
             plan = plan_windows(source.timestamps, source.info.duration, job.clip_len, job.frame_interval, job.hop)
             yield Opened(source.info, source.name, plan.starts, plan.ends)
-            yield from stream_windows(source, plan, job.size, job.chunk)
+            yield from stream_windows(source, plan, job.size, job.chunk, job.crops)
         except DecodeError as exc:
             reasons.append(f"{source.name}: {exc}")
             yield Restarted(reasons[-1])
@@ -305,7 +309,7 @@ def score_video(job: VideoJob, scorers: Mapping[str, Scorer], labels: Mapping[st
 
 
 def window_inputs(job: VideoJob) -> np.ndarray:
-    """Every video input the scan feeds the model for `job`'s video, (W, T, H, W, 3) uint8.
+    """Every video input the scan feeds the model for `job`'s video, (W, T*C, H, W, 3) uint8.
 
     Raises:
         DecodeError: no decoder could read the video.

@@ -3,7 +3,8 @@
 `write_video` encodes frames with PyAV, so tests control codec, container, rate, size and length.
 `write_colour_model` builds, with onnx.helper alone (no torch), a model obeying the tagger
 contract whose scores are the mean red, green and blue of the clip: a red stretch of video must
-come back as a `Red` segment with exact, predictable times.
+come back as a `Red` segment with exact, predictable times. `write_redness_model` reads C crops
+per frame (`tagger.crops`), so a red corner a centre crop misses is still seen.
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ def write_video(
     audio_codec: str | None = None,
     loudness_at: Callable[[float], float] = lambda t: 0.5,
     audio_rate: int = 44100,
+    paint: Callable[[np.ndarray, float], None] | None = None,
 ) -> Path:
     """Encode a video whose frame at time t is filled with colour_at(t), plus a moving square.
 
-    With `audio_codec`, a 440 Hz tone of amplitude loudness_at(t) plays along (stereo).
+    With `audio_codec`, a 440 Hz tone of amplitude loudness_at(t) plays along (stereo). `paint`,
+    when given, draws on each (H, W, 3) frame in place before it is encoded: paint(image, t).
     """
     import av
     from fractions import Fraction
@@ -67,6 +70,8 @@ def write_video(
             t = index / fps
             image = np.empty((height, width, 3), np.uint8)
             image[:] = colour_at(t)
+            if paint is not None:
+                paint(image, t)
             x = int((index * 3) % max(1, width - 8))
             image[2:8, x : x + 6] = 255 - image[2:8, x : x + 6]  # motion, so encoders see change
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
@@ -181,6 +186,67 @@ def write_colour_model(
         labels=labels, clip_len=clip_len, size=(size, size), resize=size, fps=fps, frame_step=frame_step,
         thresholds={label: threshold for label in labels}, output="probs", arch="colour-test", version="1",
         extra=extra or {},
+    )
+    for key, value in contract.to_metadata().items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_redness_model(
+    path: Path,
+    crops: int,
+    clip_len: int = 4,
+    fps: float = 4.0,
+    size: int = 64,
+    threshold: float = 0.12,
+    extra: dict | None = None,
+) -> Path:
+    """A `crops`-crop ONNX model (`tagger.crops`) scoring [Red, NoInstrument]: Red is the largest,
+    over the crops, of the crop's mean (red - (green + blue) / 2) / 255 over the clip, clipped to
+    [0, 1]; NoInstrument is 1 - Red. Grey scores 0; a red patch filling a quarter of one crop ~0.2.
+
+    Input `frames` is [N, clip_len * crops, size, size, 3], frame-major, as the contract says; the
+    graph reshapes it to (N, T, C, size * size, 3) itself.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tagger.contract import ModelContract
+
+    labels = ("Red", "NoInstrument")
+    nodes = [
+        helper.make_node("Cast", ["frames"], ["as_float"], to=TensorProto.FLOAT),
+        helper.make_node("Reshape", ["as_float", "by_crop"], ["pixels"]),  # (N, T, C, P, 3)
+        helper.make_node("ReduceMean", ["pixels", "time_and_space"], ["colour"], keepdims=0),  # (N, C, 3)
+        helper.make_node("MatMul", ["colour", "redness_weights"], ["redness"]),  # (N, C, 1)
+        helper.make_node("ReduceMax", ["redness", "crop_axis"], ["reddest"], keepdims=0),  # (N, 1)
+        helper.make_node("Div", ["reddest", "scale"], ["scaled"]),
+        helper.make_node("Clip", ["scaled", "zero", "one"], ["red"]),
+        helper.make_node("Sub", ["one", "red"], ["rest"]),
+        helper.make_node("Concat", ["red", "rest"], ["probs"], axis=1),  # (N, 2)
+    ]
+    graph = helper.make_graph(
+        nodes, "redness",
+        [helper.make_tensor_value_info("frames", TensorProto.UINT8, ["N", clip_len * crops, size, size, 3])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 2])],
+        initializer=[
+            helper.make_tensor("by_crop", TensorProto.INT64, [5], [0, clip_len, crops, -1, 3]),
+            helper.make_tensor("time_and_space", TensorProto.INT64, [2], [1, 3]),
+            helper.make_tensor("redness_weights", TensorProto.FLOAT, [3, 1], [1.0, -0.5, -0.5]),
+            helper.make_tensor("crop_axis", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("scale", TensorProto.FLOAT, [], [255.0]),
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    contract = ModelContract(
+        labels=labels, clip_len=clip_len, size=(size, size), resize=size, fps=fps, crops=crops,
+        thresholds={label: threshold for label in labels}, output="probs", background="NoInstrument",
+        arch="redness-test", version="1", extra=extra or {},
     )
     for key, value in contract.to_metadata().items():
         model.metadata_props.add(key=key, value=value)

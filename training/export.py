@@ -3,9 +3,10 @@
 `export_video_model` is the one entry point every architecture uses (C3D here, the pretrained
 default in `training/pretrained.py`): it wraps the model so the graph takes what the tagger feeds,
 uint8 `frames` `[N, T, H, W, 3]` RGB, and does the /255, mean/std normalisation and the layout
-change to `(N, 3, T, H, W)` inside the graph. It then checks itself (`onnx.checker`, onnxruntime vs
-torch on real clips), writes the contract into `metadata_props` and a model card `NAME.json` beside
-the `.onnx`.
+change to `(N, 3, T, H, W)` inside the graph (with `contract.crops` C > 1, T*C frames there, frame
+t's crops at t*C .. t*C+C-1: the model splits them itself). It then checks itself
+(`onnx.checker`, onnxruntime vs torch on real clips), writes the contract into `metadata_props`
+and a model card `NAME.json` beside the `.onnx`.
 
 CLI (rebuilds the model from a checkpoint made by `python -m training.fit`):
 
@@ -89,8 +90,9 @@ def export_video_model(
         out_path: the `.onnx` file to write; the card goes to the same path with `.json`.
         mean: per-channel RGB mean on the 0..1 scale, applied inside the graph.
         std: per-channel RGB standard deviation on the 0..1 scale.
-        parity_frames: real decoded clips, uint8 `(N, T, H, W, 3)`, to compare onnxruntime with
-            torch on. Without them random frames are used and the card says so.
+        parity_frames: real decoded clips, uint8 `(N, T*C, H, W, 3)` as a scan feeds them
+            (`tagger.step.window_inputs`), to compare onnxruntime with torch on. Without them
+            random frames are used and the card says so.
         card: extra model-card fields (data, split, epochs, metrics); also stored under
             `tagger.train` in the ONNX metadata.
         max_mb: refuse to write a model larger than this (None: no limit).
@@ -155,7 +157,7 @@ def _parity_input(contract: ModelContract,
                   parity_frames: np.ndarray | None) -> tuple[np.ndarray, str]:
     """The uint8 clips to trace and compare on, and whether they are real or random."""
     h, w = contract.size
-    shape = (contract.clip_len, h, w, 3)
+    shape = (contract.input_frames, h, w, 3)  # T*C frames: clip_len times crops
     if parity_frames is None:
         rng = np.random.default_rng(0)
         return rng.integers(0, 256, size=(2, *shape), dtype=np.uint8), "random"
@@ -241,8 +243,9 @@ def _model_card(path: Path, contract: ModelContract, mean: tuple[float, float, f
         "version": contract.version,
         "labels": list(contract.labels),
         "background": contract.background,
-        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["N", contract.clip_len,
-                  *contract.size, 3], "layout": "NTHWC RGB", "resize": contract.resize,
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["N", contract.input_frames,
+                  *contract.size, 3], "layout": "NTHWC RGB", "crops": contract.crops,
+                  "resize": contract.resize,
                   "fps": contract.fps, "frame_step": contract.frame_step,
                   "window_seconds": contract.window_seconds, "mean": list(mean),
                   "std": list(std)},
