@@ -67,9 +67,35 @@ def plan_windows(
     if hop <= 0:
         raise ValueError(f"hop must be positive, got {hop}")
     starts = window_starts(duration, window, hop)
+    indices = frames_on_screen(timestamps, duration, starts, clip_len, frame_interval)
+    ends = np.minimum(starts + window, duration)
+    return WindowPlan(starts=starts, ends=ends, frame_indices=indices)
+
+
+def frames_on_screen(
+    timestamps: np.ndarray,
+    duration: float,
+    starts: np.ndarray,
+    clip_len: int,
+    frame_interval: float,
+) -> np.ndarray:
+    """The frames windows starting at `starts` sample: the one on screen at each sample time.
+
+    `plan_windows` places the starts of a scan; training draws its own (anywhere a window fits)
+    and picks frames with this same rule.
+
+    Args:
+        timestamps: (F,) start time of each frame, the first at 0.
+        duration: seconds from the first frame's start to the last frame's end.
+        starts: (W,) window start times in seconds.
+        clip_len: frames per window (the model's T).
+        frame_interval: seconds between sampled frames.
+
+    Returns:
+        (W, T) indices into the video's frames; sample times past the end show the last frame.
+    """
+    starts = np.asarray(starts, dtype=np.float64)
     # The frame shown at each sample time; EPS keeps float noise from picking the previous frame.
     times = starts[:, None] + np.arange(clip_len)[None, :] * frame_interval + EPS  # (W, T)
     indices = np.searchsorted(timestamps, np.minimum(times, duration - EPS), side="right") - 1
-    indices = np.clip(indices, 0, len(timestamps) - 1)
-    ends = np.minimum(starts + window, duration)
-    return WindowPlan(starts=starts, ends=ends, frame_indices=indices)
+    return np.clip(indices, 0, len(timestamps) - 1)

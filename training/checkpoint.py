@@ -91,7 +91,7 @@ def contract_from_checkpoint(state: dict[str, Any], *, version: str | None = Non
     }
     return ModelContract(
         labels=labels, clip_len=spec.clip_len, size=spec.size, resize=spec.resize, fps=spec.fps,
-        frame_step=spec.frame_step, thresholds={label: threshold for label in labels},
+        frame_step=spec.frame_step, crops=spec.crops, thresholds={label: threshold for label in labels},
         output="logits", kind="video", arch=state["arch"],
         version=version or str(state.get("version", VERSION_DEFAULT)), train=train,
     )

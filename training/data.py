@@ -1,6 +1,7 @@
 """UCF101-style datasets: find the videos, split them without leaks, and sample clips by time.
 
-Layout: `ROOT/<Class>/v_<Class>_gNN_cNN.avi` (UCF101) or any `ROOT/<label>/*.<video ext>` tree.
+Layout: `ROOT/<Class>/v_<Class>_gNN_cNN.avi` (UCF101) or any `ROOT/<label>/*.<video ext>` tree;
+still photos (`.jpg`, `.png`, ...) count as one-frame videos.
 Splits, in order of preference:
 1. UCF101's official split files (`classInd.txt`, `trainlist0K.txt`, `testlist0K.txt`), obeyed
    exactly; the test list is the validation set.
@@ -8,9 +9,13 @@ Splits, in order of preference:
    of one group (one actor, one scene) on one side; deterministic by seed.
 3. Only when no file has a group: a per-file split, with a warning that it may leak.
 
-Clips are `clip_len` frames at times `t0 + i * frame_step / fps`, each the decoded frame nearest
-in time, so 10 fps and 60 fps sources cover the same span. Frames are resized while decoding
-(short side `resize`) and cropped to `size`; clips stay uint8 `(T, H, W, 3)` RGB and the model
+Clips are read the way a scan reads them, through the tagger's own code: `tagger.decode` opens
+the video (PyAV first, decord as the fallback) and scales frames while decoding (short side
+`resize`); `tagger.windows` picks, for each sample time `t0 + i * frame_step / fps`, the frame on
+screen then, so 10 fps and 60 fps sources cover the same span. Evaluation clips are the scan's
+windows cut with the scan's crops (`tagger.decode.frame_crops`), byte for byte; training clips
+start anywhere a window fits, with a random crop position and flip. A still photo is a one-frame
+video, its clip that frame T times. Clips stay uint8 `(T * crops, H, W, 3)` RGB and the model
 wrapper normalises them, exactly as the exported ONNX graph does.
 """
 
@@ -25,9 +30,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tagger.errors import UsageError
+from tagger.decode import DECODERS, FrameSource, crop_origins, frame_crops, open_video
+from tagger.errors import DecodeError, UsageError
+from tagger.windows import frames_on_screen, plan_windows
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # one-frame videos to PyAV
 UCF_GROUP_REGEX = r"_g(\d+)_c\d+$"  # v_PlayingCello_g05_c01 -> group "05"
 
 
@@ -57,11 +65,17 @@ class ClipSpec:
     resize: int = 128  # short side after resizing, before the crop
     fps: float = 25.0  # frames are sampled at this rate (UCF101's native rate)
     frame_step: int = 1  # every frame_step-th frame at `fps`
+    crops: int = 1  # C crops per frame along its long side, as the contract's `crops`; 1: centre
+
+    @property
+    def frame_interval(self) -> float:
+        """Seconds between two sampled frames."""
+        return self.frame_step / self.fps
 
     @property
     def span(self) -> float:
         """Seconds one clip covers."""
-        return self.clip_len * self.frame_step / self.fps
+        return self.clip_len * self.frame_interval
 
 
 @dataclass(frozen=True)
@@ -110,7 +124,7 @@ def make_split(config: DataConfig) -> DataSplit:
 
 def discover_videos(root: Path, wanted: tuple[str, ...] | None) -> tuple[tuple[str, ...],
                                                                           list[tuple[Path, int]]]:
-    """Class names (sorted folder names, or `wanted`) and every (video, label) under them."""
+    """Class names (sorted folder names, or `wanted`) and every (video or photo, label) in them."""
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if wanted is not None:
         unknown = [c for c in wanted if c not in folders]
@@ -124,10 +138,11 @@ def discover_videos(root: Path, wanted: tuple[str, ...] | None) -> tuple[tuple[s
     videos = []
     for label, name in enumerate(folders):
         files = sorted(p for p in (root / name).rglob("*")
-                       if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+                       if p.suffix.lower() in VIDEO_EXTENSIONS + PHOTO_EXTENSIONS and p.is_file())
         if not files:
             raise DatasetError(f"class folder {root / name} has no videos "
-                               f"({', '.join(VIDEO_EXTENSIONS)}): add some or leave it out "
+                               f"({', '.join(VIDEO_EXTENSIONS)}) or photos "
+                               f"({', '.join(PHOTO_EXTENSIONS)}): add some or leave it out "
                                "with --classes")
         videos += [(path, label) for path in files]
     return tuple(folders), videos
@@ -257,58 +272,84 @@ def _read_list(path: Path, root: Path, class_ind: dict[int, str],
     return tuple(items)
 
 
-_SOURCE_SIZES: dict[str, tuple[int, int]] = {}  # per process: path -> (width, height)
-
-
-def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(width, height) scaled so the short side is `short_side` (320x240, 128 -> 171x128)."""
-    scale = short_side / min(width, height)
-    return max(short_side, round(width * scale)), max(short_side, round(height * scale))
-
-
-def nearest_frames(frame_times: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """Index of the frame whose start time is nearest to each of `times`."""
-    right = np.clip(np.searchsorted(frame_times, times), 1, len(frame_times) - 1)
-    left = right - 1
-    pick_left = np.abs(times - frame_times[left]) <= np.abs(frame_times[right] - times)
-    return np.where(pick_left, left, right) if len(frame_times) > 1 else np.zeros_like(right)
-
-
 def read_clip(path: str, spec: ClipSpec, position: float | None,
               rng: np.random.Generator | None = None, flip: bool = False) -> np.ndarray:
-    """Decode one clip: uint8 `(T, H, W, 3)` RGB.
+    """Decode one clip the way the scan does: uint8 `(T * crops, H, W, 3)` RGB, frame-major.
+
+    The decoders are tried in the scan's order (`tagger.decode.DECODERS`), each starting over when
+    the one before failed, and every sample time shows the frame on screen then
+    (`tagger.windows`), so an evaluation clip is byte for byte a window the scan feeds the model.
+    A still photo is a one-frame video: its clip is that frame T times, as the scan's.
 
     Args:
-        path: the video file.
-        spec: clip length, crop, resize, fps and frame step.
-        position: where the clip starts, 0 (first frame) to 1 (ends at the last frame), centre
-            crop; None: random start and random crop drawn from `rng` (training).
+        path: the video (or photo) file.
+        spec: clip length, crop, resize, fps, frame step and crops per frame.
+        position: which of the scan's windows, 0 (the first) to 1 (the last, ending at the
+            video's end), cut with the scan's crops; None: a window starting anywhere one fits
+            and a random crop position, drawn from `rng` (training).
         rng: random source for training clips.
         flip: mirror left-right (training augmentation).
-    """
-    import decord  # imported here: only DataLoader workers decode
 
-    if path not in _SOURCE_SIZES:
-        height, width = decord.VideoReader(path, num_threads=1)[0].shape[:2]
-        _SOURCE_SIZES[path] = (width, height)
-    width, height = resized_size(*_SOURCE_SIZES[path], spec.resize)
-    reader = decord.VideoReader(path, width=width, height=height, num_threads=1)
-    stamps = reader.get_frame_timestamp(range(len(reader)))  # (F, 2) start, end seconds
-    starts = stamps[:, 0]
-    if len(starts) > 1 and not np.all(np.diff(starts) > 0):  # broken stamps: trust avg fps
-        starts = np.arange(len(reader)) / reader.get_avg_fps()
-    slack = max(0.0, float(stamps[-1, 1]) - float(starts[0]) - spec.span)
-    offset = rng.uniform(0.0, slack) if position is None else position * slack
-    times = starts[0] + offset + np.arange(spec.clip_len) * spec.frame_step / spec.fps
-    clip = reader.get_batch(nearest_frames(starts, times).tolist()).asnumpy()  # (T, H', W', 3)
+    Raises:
+        DecodeError: no decoder could read the frames; the message gives each decoder's reason.
+    """
+    reasons = []
+    for decoder in DECODERS:
+        try:
+            source = open_video(path, spec.resize, (decoder,), threads=1)  # one thread per worker
+        except DecodeError as exc:
+            reasons.append(str(exc))
+            continue
+        try:
+            indices = clip_frame_indices(source, spec, position, rng)  # (T,)
+            decoded = {int(i): frame for i, frame in source.read(np.unique(indices))}
+        except DecodeError as exc:  # failed midway: the next decoder starts over, as in a scan
+            reasons.append(f"{decoder}: {exc}")
+            continue
+        finally:
+            source.close()
+        frames = np.stack([decoded[int(i)] for i in indices])  # (T, H', W', 3)
+        if position is None:
+            return _training_crops(frames, spec, rng, flip)
+        clip = frame_crops(frames, spec.size, spec.crops)  # (T, C, H, W, 3)
+        return clip.reshape(-1, *clip.shape[2:])  # (T*C, H, W, 3), as the scan's stream_windows
+    raise DecodeError(f"{path}: {'; '.join(reasons)}")
+
+
+def clip_frame_indices(source: FrameSource, spec: ClipSpec, position: float | None,
+                       rng: np.random.Generator | None) -> np.ndarray:
+    """The (T,) frame indices of one clip of `source`: a scan window, or a random one (None)."""
+    duration = source.info.duration
+    if position is not None:
+        plan = plan_windows(source.timestamps, duration, spec.clip_len, spec.frame_interval)
+        return plan.frame_indices[round(position * (len(plan) - 1))]
+    latest = max(0.0, duration - spec.span)  # the scan's last window starts there too
+    start = rng.uniform(0.0, latest)
+    return frames_on_screen(source.timestamps, duration, np.array([start]), spec.clip_len,
+                            spec.frame_interval)[0]
+
+
+def _training_crops(frames: np.ndarray, spec: ClipSpec, rng: np.random.Generator,
+                    flip: bool) -> np.ndarray:
+    """Crops of `(T, H', W', 3)` frames at a random place: `(T * crops, H, W, 3)`.
+
+    One crop goes anywhere in the frame. Several keep the scan's spread along the long side
+    (`crop_origins`) and move together across the short side.
+    """
+    if flip:
+        frames = frames[:, :, ::-1]
+    height, width = frames.shape[1:3]
     crop_h, crop_w = spec.size
-    if position is None:
-        top = int(rng.integers(0, height - crop_h + 1))
-        left = int(rng.integers(0, width - crop_w + 1))
+    top = int(rng.integers(0, height - crop_h + 1))
+    left = int(rng.integers(0, width - crop_w + 1))
+    if spec.crops == 1:
+        origins = [(top, left)]
+    elif height > width:  # portrait: the scan's crops run top to bottom
+        origins = [(y, left) for y, _ in crop_origins(height, width, spec.size, spec.crops)]
     else:
-        top, left = (height - crop_h) // 2, (width - crop_w) // 2
-    clip = clip[:, top:top + crop_h, left:left + crop_w]  # (T, H, W, 3)
-    return clip[:, :, ::-1] if flip else clip
+        origins = [(top, x) for _, x in crop_origins(height, width, spec.size, spec.crops)]
+    clip = np.stack([frames[:, y:y + crop_h, x:x + crop_w] for y, x in origins], axis=1)
+    return clip.reshape(-1, *clip.shape[2:])  # (T*C, H, W, 3) frame-major
 
 
 def worker_context(workers: int) -> str | None:
@@ -330,8 +371,9 @@ class ClipDataset(Dataset):
     """Clips of a list of videos: random ones for training, uniform ones for evaluation.
 
     Item `i` is clip `i % clips_per_video` of video `i // clips_per_video`, returned as
-    (uint8 `(T, H, W, 3)`, label, video index). Decoding happens in `__getitem__`, so in the
-    DataLoader's workers, never in the main process.
+    (uint8 `(T * crops, H, W, 3)`, label, video index). Evaluation clip k of n is the scan's
+    window k / (n - 1) of the way through the video (n = 1: the middle one). Decoding happens in
+    `__getitem__`, so in the DataLoader's workers, never in the main process.
     """
 
     def __init__(self, items: tuple[VideoItem, ...], spec: ClipSpec, *, train: bool,
@@ -370,4 +412,4 @@ class ClipDataset(Dataset):
 def parity_clips(items: tuple[VideoItem, ...], spec: ClipSpec, count: int) -> np.ndarray:
     """Up to `count` evaluation clips, one per video, for the export's parity check."""
     picked = items[:: max(1, len(items) // max(1, count))][:count]
-    return np.stack([read_clip(item.path, spec, 0.5) for item in picked])  # (N, T, H, W, 3)
+    return np.stack([read_clip(item.path, spec, 0.5) for item in picked])  # (N, T*C, H, W, 3)
