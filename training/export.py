@@ -78,6 +78,7 @@ def export_video_model(
     parity_frames: np.ndarray | None = None,
     card: dict | None = None,
     max_mb: float | None = MAX_EXPORT_MB,
+    softmax: bool | None = None,
 ) -> dict:
     """Export `model` as a tagger video model: one `.onnx` file plus a `.json` model card.
 
@@ -96,6 +97,9 @@ def export_video_model(
         card: extra model-card fields (data, split, epochs, metrics); also stored under
             `tagger.train` in the ONNX metadata.
         max_mb: refuse to write a model larger than this (None: no limit).
+        softmax: add a softmax after `model` (None: when the contract's output is `probs`). False
+            for a `probs` model whose module already returns scores in [0, 1] that need not sum
+            to 1 (per-label scores pooled over crops and frames).
 
     Returns:
         The report: `onnx` and `card` paths, `parity_max_abs_diff`, and the card's fields (name,
@@ -110,7 +114,7 @@ def export_video_model(
     if contract.kind != "video":
         raise ModelError(f"export_video_model exports video models, got kind {contract.kind!r}")
     wrapper = UInt8VideoInput(copy.deepcopy(model).cpu().eval(), mean, std,
-                              probs=contract.output == "probs").eval()
+                              probs=contract.output == "probs" if softmax is None else softmax).eval()
     frames, parity_input = _parity_input(contract, parity_frames)
     expected = _torch_outputs(wrapper, frames)  # (N, K)
     if expected.shape[1] != len(contract.labels):

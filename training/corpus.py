@@ -1,0 +1,117 @@
+"""The labelled real-footage corpus (`../shared/data/corpus/`): its manifest, its labels, its splits.
+
+`MANIFEST.tsv` lists every photo and video with a label and a `group` (files from one recording or
+photo shoot share it). Splits are made by group, so one shoot never sits on both sides.
+
+The corpus uses UCF101's names plus `PlayingXxx` for other instruments. `LABEL_POLICY` says what
+each corpus label teaches the default model's head:
+
+- a tag of its own (`PlayingSitar`, ...), when the corpus has enough groups to learn and measure it;
+- a class the head learns but never tags (`HandPercussion`, `OtherInstrument`): the traps a tag
+  must not fire on (bongos read as tabla, a veena or tanpura as a sitar), kept apart so the head
+  learns the difference instead of calling them "no instrument";
+- `NoInstrument`, the background.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+BACKGROUND = "NoInstrument"
+HAND_PERCUSSION = "HandPercussion"  # learned, never tagged: what a tabla tag must not fire on
+OTHER_INSTRUMENT = "OtherInstrument"  # learned, never tagged: instruments no tag covers
+
+# corpus label -> head class. A label missing here is an error: a new corpus label needs a decision.
+LABEL_POLICY: dict[str, str] = {
+    "PlayingSitar": "PlayingSitar",
+    "PlayingTabla": "PlayingTabla",
+    "PlayingGuitar": "PlayingGuitar",
+    "PlayingBassGuitar": "PlayingGuitar",  # a bass guitar is read as guitar (UCF101 has no bass class)
+    "PlayingPiano": "PlayingPiano",
+    "PlayingViolin": "PlayingViolin",
+    "PlayingCello": "PlayingCello",
+    "PlayingFlute": "PlayingFlute",
+    "Drumming": "Drumming",
+    "PlayingBanjo": "PlayingBanjo",
+    "PlayingHarp": "PlayingHarp",
+    "PlayingAccordion": "PlayingAccordion",
+    "PlayingSaxophone": "PlayingSaxophone",
+    "PlayingTrumpet": "PlayingTrumpet",
+    "PlayingBongo": HAND_PERCUSSION,
+    "PlayingTambourine": HAND_PERCUSSION,
+    "PlayingSteelDrum": HAND_PERCUSSION,
+    "PlayingDhol": OTHER_INSTRUMENT,  # 6 photos, 3 of them doubtful: too few to learn or measure a tag
+    "PlayingXylophone": OTHER_INSTRUMENT,
+    "PlayingBagpipes": OTHER_INSTRUMENT,
+    "PlayingTrombone": OTHER_INSTRUMENT,
+    "PlayingOrgan": OTHER_INSTRUMENT,
+    "PlayingMarimba": OTHER_INSTRUMENT,
+    "PlayingSantoor": OTHER_INSTRUMENT,
+    "PlayingVeena": OTHER_INSTRUMENT,  # long-necked lutes: the sitar's traps
+    "PlayingTanpura": OTHER_INSTRUMENT,
+    "PlayingMandolin": OTHER_INSTRUMENT,
+    "PlayingBrassBand": OTHER_INSTRUMENT,
+    BACKGROUND: BACKGROUND,
+}
+
+# Labels UCF101 has (or the old default tagged) that this corpus cannot teach or measure; the
+# model card and `tagger models` say why each is left out.
+LEFT_OUT: dict[str, str] = {
+    "PlayingDaf": "no example in the training corpus: needs UCF101 or other footage of it",
+    "PlayingDhol": "6 photos in the training corpus, 3 doubtful: too few to learn or measure; needs UCF101",
+    "PlayingTrombone": "1 photo in the training corpus: too few to measure",
+    "PlayingFrenchHorn": "no example in the training corpus",
+    "PlayingOboe": "no example in the training corpus",
+    "PlayingBassoon": "no example in the training corpus",
+    "PlayingOrgan": "1 photo in the training corpus: too few to measure",
+    "PlayingMarimba": "1 photo in the training corpus: too few to measure",
+    "PlayingHarmonica": "no example in the training corpus",
+}
+
+
+@dataclass(frozen=True)
+class CorpusItem:
+    """One manifest row: a photo or video, what it shows, and the shoot it came from."""
+
+    path: Path
+    label: str  # the corpus label (`PlayingBongo`, ...)
+    kind: str  # "image" or "video"
+    group: str
+    notes: str
+
+    @property
+    def head_class(self) -> str:
+        return LABEL_POLICY[self.label]
+
+
+def read_manifest(root: Path) -> list[CorpusItem]:
+    """Every row of `root/MANIFEST.tsv` whose file exists, in manifest order.
+
+    Raises:
+        FileNotFoundError: the manifest is missing.
+        ValueError: a row's label has no entry in LABEL_POLICY.
+    """
+    items = []
+    with (root / "MANIFEST.tsv").open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if row["label"] not in LABEL_POLICY:
+                raise ValueError(f"corpus label {row['label']!r} has no entry in training.corpus.LABEL_POLICY")
+            path = root / row["file"]
+            if path.is_file():
+                items.append(CorpusItem(path, row["label"], row["kind"], row["group"], row.get("notes", "")))
+    return items
+
+
+def group_fold(group: str, folds: int, salt: str = "tagger-default") -> int:
+    """The fold (0 .. folds-1) a group belongs to: a hash, so stable across runs and machines."""
+    digest = hashlib.sha256(f"{salt}:{group}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % folds
+
+
+def class_counts(items: list[CorpusItem]) -> Counter:
+    """Items per head class."""
+    return Counter(item.head_class for item in items)

@@ -1,0 +1,113 @@
+"""Backbone features of every frame crop a scan would feed the model, cached on disk.
+
+The default model's head is trained on these: each photo or video is opened with the tagger's own
+decoders (`tagger.decode.open_video`, PyAV first), its windows planned with `tagger.windows`
+(the frame on screen at each sample time), each sampled frame cut into the crops the scan cuts
+(`tagger.decode.frame_crops`), and every crop run through the frozen ImageNet backbone once. What
+the head learns from is therefore exactly what the exported graph sees in a scan.
+
+A photo is a one-frame video, so its windows repeat that frame, as a scan of a still would.
+
+Two augmentations add views of the same file (`AUGMENTATIONS`): a mirror image, and the frame
+decoded at a low resolution and scaled back up. The second matters: the corpus's tabla photos are
+140-pixel thumbnails, and without it a head learns "blurry" as a sign of tabla.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tagger.decode import frame_crops, open_video
+from tagger.windows import plan_windows
+
+AUGMENTATIONS = ("flip", "lowres")
+LOWRES_SHORT_SIDE = 112  # below the tabla thumbnails' 140 px, so every class has views blurrier than them
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How frames are sampled and cut: the scan-side half of a video model's contract."""
+
+    resize: int = 224  # short side the frame is scaled to
+    crop: int = 224  # square crop side
+    crops: int = 3  # crops across the long side
+    clip_len: int = 8  # frames per window
+    frame_interval: float = 0.5  # seconds between a window's frames
+
+    def key(self) -> str:
+        return f"r{self.resize}c{self.crop}x{self.crops}t{self.clip_len}i{self.frame_interval:g}"
+
+
+@dataclass
+class ItemFeatures:
+    """One file's backbone outputs per window, frame and crop."""
+
+    features: np.ndarray  # (W, T, C, D) float16 pooled backbone features
+    logits: np.ndarray  # (W, T, C, 1000) float16 ImageNet logits
+    starts: np.ndarray  # (W,) window start seconds
+
+
+def _cache_path(cache: Path, path: Path, backbone: str, geometry: Geometry, augment: str | None) -> Path:
+    stat = path.stat()
+    digest = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:20]
+    return cache / backbone / geometry.key() / f"{digest}{'-' + augment if augment else ''}.npz"
+
+
+def _augmented(frame: np.ndarray, augment: str | None, resize: int) -> np.ndarray:
+    """`frame` (H, W, 3) as `augment` sees it: as it is, mirrored, or scaled up to `resize`."""
+    if augment == "flip":
+        return np.ascontiguousarray(frame[:, ::-1])
+    if augment == "lowres":
+        from tagger.decode import scaled_size
+
+        width, height = scaled_size(frame.shape[1], frame.shape[0], resize)
+        x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
+        up = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+        return up[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    return frame
+
+
+def window_crops(path: Path, geometry: Geometry, augment: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unique frame crops (F, C, H, W, 3) uint8, window rows (W, T) into them, window starts)."""
+    short_side = LOWRES_SHORT_SIDE if augment == "lowres" else geometry.resize
+    source = open_video(str(path), short_side)
+    try:
+        plan = plan_windows(source.timestamps, source.info.duration, geometry.clip_len, geometry.frame_interval)
+        needed = plan.needed_frames
+        frames = {int(i): frame_crops(_augmented(frame, augment, geometry.resize), (geometry.crop, geometry.crop),
+                                      geometry.crops)
+                  for i, frame in source.read(needed)}
+    finally:
+        source.close()
+    order = {index: row for row, index in enumerate(needed.tolist())}
+    rows = np.vectorize(order.__getitem__)(plan.frame_indices)
+    return np.stack([frames[int(i)] for i in needed]), rows, plan.starts
+
+
+@torch.no_grad()
+def extract(path: Path, backbone: torch.nn.Module, backbone_name: str, geometry: Geometry,
+            mean: tuple[float, ...], std: tuple[float, ...], cache: Path, augment: str | None = None) -> ItemFeatures:
+    """The backbone's features and logits for every window crop of `path` (cached), seen as `augment`."""
+    target = _cache_path(cache, path, backbone_name, geometry, augment)
+    if target.is_file():
+        with np.load(target) as saved:
+            return ItemFeatures(saved["features"], saved["logits"], saved["starts"])
+    crops, rows, starts = window_crops(path, geometry, augment)  # (F, C, H, W, 3)
+    f, c = crops.shape[:2]
+    x = torch.from_numpy(crops.reshape(f * c, *crops.shape[2:])).permute(0, 3, 1, 2).float() / 255.0
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    feats, logits = [], []
+    for chunk in torch.split(x, 48):
+        pooled = backbone.features(chunk)
+        feats.append(pooled)
+        logits.append(backbone._fc(pooled))
+    features = torch.cat(feats).reshape(f, c, -1).numpy().astype(np.float16)[rows]  # (W, T, C, D)
+    logit = torch.cat(logits).reshape(f, c, -1).numpy().astype(np.float16)[rows]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(target, features=features, logits=logit, starts=starts)
+    return ItemFeatures(features, logit, starts)
