@@ -9,7 +9,14 @@ resize, centre crop, frames sampled at the model's fps/frame_step, windows of cl
 gets a tag when any of its windows reaches that label's threshold (the model's `tagger.threshold`).
 
     python bench/eval_default.py                        # exports/default.onnx on the shared clips
+    python bench/eval_default.py --corpus               # ... and the corpus's held-out groups, per label
     python bench/eval_default.py --model exports/x.onnx ~/footage/labelled --no-shared --json out.json
+
+`--corpus` scores the test split of `../shared/data/corpus` (fold 0 of 5 by group, as
+`training/build_default.py` holds it out: no photo or video of those groups trained or calibrated
+anything) and prints per-label recall and precision, the confusions, and how many `NoInstrument`
+items and never-tagged instruments got a tag; it uses `training.corpus` and `training.calibrate`,
+which need numpy only.
 
 Needs onnxruntime, numpy and the tagger package only (no torch).
 """
@@ -35,6 +42,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 NEGATIVE_LABELS = {"other", "none", "negative", "noinstrument", "background"}
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 BATCH = 8  # windows per onnxruntime call, as the scanner batches them
+TEST_FOLDS = 5  # training/build_default.py holds out fold 0 of 5 (by group)
 
 
 @dataclass
@@ -45,6 +53,7 @@ class VideoResult:
     label: str  # expected tag, or "other" for footage without instruments
     tags: dict[str, float] = field(default_factory=dict)  # label -> best window score, if tagged
     top: dict[str, float] = field(default_factory=dict)  # the 3 best labels' best window scores
+    best: list[float] = field(default_factory=list)  # every label's best window score, in model order
     windows: int = 0
     seconds_inference: float = 0.0
     error: str | None = None
@@ -110,6 +119,7 @@ def evaluate_video(model: LoadedModel, path: Path, label: str, hop: float | None
         return result
     contract = model.contract
     best = scores.max(axis=0)  # (K,) each label's best window
+    result.best = [round(float(x), 6) for x in best]
     result.windows = len(scores)
     for k in np.argsort(-best):
         name = contract.labels[k]
@@ -162,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hop", type=float, default=None,
                         help="seconds between windows (default: one window length, as a scan)")
     parser.add_argument("--json", type=Path, help="write per-video results and the summary here")
+    parser.add_argument("--corpus", nargs="?", type=Path, const=SHARED_DATA / "corpus", default=None,
+                        help="also score the held-out groups of this corpus (default ../shared/data/corpus)")
     args = parser.parse_args(argv)
 
     videos: list[tuple[Path, str]] = []
@@ -186,10 +198,47 @@ def main(argv: list[str] | None = None) -> int:
           f"{s['instrument_videos']} ({s['instrument_videos_with_other_tags']} with other tags too); "
           f"other videos wrongly tagged: {s['other_videos_wrongly_tagged']}/{s['other_videos']}; "
           f"failed: {s['failed']}; {s['ms_per_window']} ms per window ({s['windows']} windows)")
+    tables = {}
+    if args.corpus is not None:
+        tables["held_out_groups"] = held_out_table(model, args.corpus)
+    if not args.no_shared and results:
+        tables["shared_clips"] = clips_table(model, results)
     if args.json:
-        args.json.write_text(json.dumps({"model": str(args.model), "summary": summary,
+        args.json.write_text(json.dumps({"model": str(args.model), "summary": summary, "tables": tables,
                                          "videos": [asdict(r) for r in results]}, indent=2) + "\n")
     return 0
+
+
+def _table(model: LoadedModel, scores: np.ndarray, truth: list[str], title: str) -> dict:
+    from training.calibrate import format_table, per_label_table
+
+    c = model.contract
+    tags = list(c.tag_labels)
+    thresholds = {tag: c.threshold_for(tag) for tag in tags}
+    table = per_label_table(scores, list(c.labels), truth, tags, thresholds, c.background or "")
+    print(format_table(table, f"\n{title}"))
+    return table
+
+
+def held_out_table(model: LoadedModel, corpus: Path) -> dict:
+    """Per-label table of the model on the corpus's test groups, scored as a scan scores them."""
+    from training.corpus import group_fold, read_manifest
+
+    items = [item for item in read_manifest(corpus) if group_fold(item.group, TEST_FOLDS) == 0]
+    scores = np.stack([window_scores(model, item.path)[0].max(axis=0) for item in items])
+    return _table(model, scores, [item.head_class for item in items],
+                  f"held-out corpus groups ({len(items)} files, fold 0 of {TEST_FOLDS} by group):")
+
+
+def clips_table(model: LoadedModel, results: list[VideoResult]) -> dict:
+    """Per-label table of the model on the shared clips (labels the model knows; others are 'no instrument')."""
+    from training.corpus import LABEL_POLICY
+
+    c = model.contract
+    kept = [r for r in results if r.error is None]
+    scores = np.array([r.best for r in kept])
+    truth = [c.background if r.negative else LABEL_POLICY.get(r.label, r.label) for r in kept]
+    return _table(model, scores, truth, f"shared clips ({len(kept)} videos):")
 
 
 if __name__ == "__main__":

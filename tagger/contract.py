@@ -81,6 +81,13 @@ class ModelContract:
         return dict(self.extra.get("left_out") or {})
 
     @property
+    def fusion_support(self) -> float | None:
+        """The fraction of its threshold vision must reach for sound to confirm a label
+        (`tagger.fusion_support`, chosen on held-out footage when the model was built), or None."""
+        value = self.extra.get("fusion_support")
+        return None if value is None else float(value)
+
+    @property
     def frame_interval(self) -> float:
         """Seconds between two sampled frames of a window."""
         return self.frame_step / self.fps
@@ -198,6 +205,9 @@ class ModelContract:
         if left_out is not None and not (isinstance(left_out, Mapping) and all(
                 isinstance(k, str) and isinstance(v, str) for k, v in left_out.items())):
             problems.append(f"{PREFIX}left_out must be a JSON object of label -> reason, got {left_out!r:.80}")
+        support = self.extra.get("fusion_support")
+        if support is not None and not (isinstance(support, (int, float)) and 0 <= support <= 1):
+            problems.append(f"{PREFIX}fusion_support must be a number from 0 to 1, got {support!r:.80}")
         if problems:
             raise ModelError(f"{source}: {problems[0]}")
 
@@ -223,5 +233,5 @@ def _load(key: str, text: str, source: str) -> Any:
 
 STRUCTURED_KEYS = frozenset(
     {"labels", "clip_len", "size", "resize", "fps", "frame_step", "crops", "threshold", "train", "sample_rate",
-     "patch_seconds", "left_out"}
+     "patch_seconds", "left_out", "fusion_support"}
 )

@@ -15,7 +15,7 @@ scores, the readers (`query --threshold`, `export-csv --threshold`) on stored on
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,12 +28,17 @@ from tagger.segments import Segment, SegmentRules, check_threshold, segments_fro
 class FusionRules:
     """How audio evidence combines with video evidence."""
 
-    support: float = 0.5  # fraction of the video threshold vision must reach for sound to confirm
+    support: float = 0.5  # fraction of the video threshold vision must reach for sound to confirm; a model's tagger.fusion_support overrides it
     audio_only: float = 0.8  # threshold for labels only the audio model knows; overridden by the model
 
     def __post_init__(self) -> None:
         check_range("fusion support", self.support, 0, 1)
         check_range("fusion audio_only threshold", self.audio_only, 0, 1)
+
+    def for_model(self, video: ModelContract) -> FusionRules:
+        """These rules with the vision model's own support, where its metadata gives one."""
+        support = video.fusion_support
+        return self if support is None else replace(self, support=support)
 
 
 def video_thresholds(contract: ModelContract, threshold: float | None = None) -> dict[str, float]:

@@ -225,7 +225,7 @@ class Scanner:
         """Segments from window scores, the one way a scan makes them (see tagger.fusion)."""
         return fuse_segments(seen, heard, starts, ends, self.model.contract.labels, self.thresholds,
                              self.audio.contract if heard is not None else None,
-                             self.settings.segment_rules, self.settings.fusion)
+                             self.settings.segment_rules, self.settings.fusion.for_model(self.model.contract))
 
     def _resegment(self, found: FoundVideo, stored_settings: str) -> bool:
         """New segments for a stored video from its stored window scores; False if it must be decoded

@@ -121,7 +121,7 @@ def rederive(rows: Iterable, known: dict, query: SegmentQuery, threshold: float 
         first = video_rows[0]
         segments = fuse_segments(seen.scores, heard.scores if heard else None, seen.starts, seen.ends,
                                  seen.contract.labels, video_thresholds(seen.contract, threshold),
-                                 heard.contract if heard else None, rules, fusion)
+                                 heard.contract if heard else None, rules, fusion.for_model(seen.contract))
         for seg in segments:
             if query.labels and seg.label not in query.labels:
                 continue

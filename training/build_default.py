@@ -71,6 +71,8 @@ class DefaultModelConfig:
     weight_decay: float = 3e-2  # chosen on out-of-fold scores (1e-4 .. 3e-2): stronger kept false tags down
     test_folds: int = 5  # fold 0 of 5 (by group) is the test split
     inner_folds: int = 4  # out-of-fold scores for the thresholds
+    fusion_support: float = 0.6  # sound confirms a label where vision reaches 0.6 x its threshold (see CHOICES)
+    int8: bool = True  # ship the INT8 copy: half the CPU time; its tags on held-out files are compared in the card
     augment: bool = True  # photos are also seen mirrored and at low resolution (training/frame_features.py)
     thresholds: ThresholdRule = ThresholdRule()
     version: str = "2"
@@ -102,6 +104,40 @@ class CropPoolModel(nn.Module):
         probs = self.head(pooled, self.backbone._fc(pooled))  # (N*T*C, K)
         per_crop = probs.reshape(n, tc // self.crops, self.crops, -1)  # (N, T, C, K)
         return per_crop.max(dim=2).values.mean(dim=1)  # (N, K)
+
+
+CHOICES = {
+    "measured_with": "out-of-fold scores of the fit groups (each file scored by a head fitted without its group; "
+                     "271 player, 204 NoInstrument and 86 other-instrument files), best window per file, every tag "
+                     "at threshold 0.5; numbers are: players with their own label / players with a wrong label / "
+                     "NoInstrument files with any tag / other instruments with any tag",
+    "backbone": "Lite0 (224 px) 96.3% / 1.1% / 0.0% / 9.3%; Lite1 (240 px) 96.3% / 2.6% / 0.0% / 9.3%; Lite2 "
+                "(260 px) 96.7% / 1.5% / 0.0% / 8.1% (no augmentation, weight decay 3e-2). Lite2 is one file "
+                "better at 2.0x Lite0's time per crop (torch on this machine: 30.5, 39.8, 62.5 ms) and its "
+                "weights alone are 24.7 MB; Lite1 is no better. Lite0.",
+    "crops": "3 squares across the long side, best square per frame. The corpus cannot show the gain (its photos "
+             "are centred: centre square alone 95.9% / 1.8% / 0.5%, 3 squares 96.7% / 1.8% / 1.5% at weight decay "
+             "1e-3); the outside measurement in issue 15 does (centre square 27 of 39 instrument videos, 3 squares "
+             "32 of 39), and tests/test_crops.py tags an object in a frame corner that the centre square misses.",
+    "frames": "4 frames 1 s apart (4 s windows): 96.3% / 1.5% / 0.5%, against 96.7% / 1.5% / 0.5% for 8 frames "
+              "0.5 s apart at twice the cost (weight decay 1e-2); 4 x 3 squares = 12 backbone passes a window.",
+    "head": "linear on the 1280 pooled features plus the log ImageNet probability of each mapped tag, plus each "
+            "class's own ImageNet tag as a residual (scale learned, not decayed): without the residual 96.3% / "
+            "3.3% / 3.4%, with it 96.3% / 2.2% / 2.0% (weight decay 1e-3). Multiple-instance loss: every square "
+            "is the file's class or nothing, one square at least is the class.",
+    "weight_decay": "1e-4: 94.8% / 2.6% / 4.9%; 1e-3: 96.3% / 2.2% / 2.0%; 3e-3: 96.3% / 1.5% / 0.5%; 1e-2: "
+                    "96.7% / 1.5% / 0.5% (8 frames); 3e-2: 96.3% / 1.1% / 0.0% (4 frames). 3e-2.",
+    "never_tagged": "HandPercussion (bongos, tambourines, steel drums) and OtherInstrument (veena, tanpura, "
+                    "mandolin, dhol, xylophone, bagpipes, ...) are classes the head learns so that tabla and sitar "
+                    "learn what they are not; their threshold is above 1, so they are never tags.",
+    "fusion": "sound (musicnn) confirms a label where vision reaches 0.6 x its threshold. On the shared clips plus "
+              "the held-out corpus videos (29 files), support 0.5 tagged the cello clip maskvat cello.mp4 as violin "
+              "too (vision 0.26, the sound reads as violin); 0.6 to 1.0 give the same 7 right tags and no wrong "
+              "one, and 0.6 keeps sound most useful. Sound alone never tags a label vision can see.",
+    "thresholds": "per tag, the lowest value in [0.5, 0.9] that at most 1% of held-out negatives (out-of-fold "
+                  "files of other classes plus shared clips) reach. The 0.5 floor is there because an archive "
+                  "holds many more kinds of footage without instruments than any corpus.",
+}
 
 
 def head_classes(items: list[CorpusItem]) -> list[str]:
@@ -167,7 +203,8 @@ def contract_for(config: DefaultModelConfig, classes: list[str], thresholds: dic
         labels=tuple(classes), clip_len=config.clip_len, size=(config.size, config.size), resize=config.size,
         fps=config.fps, frame_step=1, crops=config.crops, output="probs", kind="video", background=BACKGROUND,
         thresholds={**thresholds, **{name: RAW_THRESHOLD for name in NEVER_TAGGED if name in classes}},
-        arch=f"efficientnet-{config.backbone}-crop-head", version=config.version, extra={"left_out": left_out},
+        arch=f"efficientnet-{config.backbone}-crop-head", version=config.version,
+        extra={"left_out": left_out, "fusion_support": config.fusion_support, "audio_model": "musicnn.onnx"},
     )
 
 
@@ -194,6 +231,61 @@ def time_windows(onnx_path: Path, contract: ModelContract, batch: int, repeats: 
         model.scores(frames)
         times.append((time.perf_counter() - start) / batch)
     return round(1000 * min(times), 1)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ship_int8(float_path: Path, target: Path, fit_files: list[Path], held_out: list[Path],
+              contract: ModelContract, calibration_files: int = 120) -> dict:
+    """Quantise `float_path` to `target`, calibrated on windows of fit files only, and compare the
+    two models' tags on the held-out files, each scored as a scan scores it."""
+    from tagger.model import load_model
+    from tagger.step import VideoJob, window_inputs
+    from training.quantise import quantise
+
+    rng = np.random.default_rng(0)
+    chosen = [fit_files[i] for i in sorted(rng.choice(len(fit_files), min(calibration_files, len(fit_files)), replace=False))]
+    calibration = [w for path in chosen for w in window_inputs(VideoJob.for_model(contract, path))[:2]]
+    quantise(float_path, target, calibration)
+    original, quantised = load_model(float_path, "cpu"), load_model(target, "cpu")
+    tags = [k for k, label in enumerate(contract.labels) if label in contract.tag_labels]
+    limits = np.array([contract.threshold_for(contract.labels[k]) for k in tags])
+    changed, flipped, decisions, largest = [], 0, 0, 0.0
+    for path in held_out:
+        windows = window_inputs(VideoJob.for_model(contract, path))
+        a, b = original.scores(windows)[:, tags], quantised.scores(windows)[:, tags]
+        hit_a, hit_b = a >= limits, b >= limits
+        largest, decisions = max(largest, float(np.abs(a - b).max())), decisions + hit_a.size
+        flipped += int((hit_a != hit_b).sum())
+        if (hit_a.any(0) != hit_b.any(0)).any():
+            changed.append(path.name)
+    timing = {"float32": _ms_per_window(original, windows), "int8": _ms_per_window(quantised, windows)}
+    return {
+        "calibration": f"{len(calibration)} windows of {len(chosen)} files of the fit groups",
+        "held_out_files": len(held_out), "files_whose_tags_changed": changed,
+        "window_decisions": decisions, "window_decisions_flipped": flipped, "max_abs_score_diff": round(largest, 4),
+        "ms_per_window": timing,
+        "summary": f"{len(held_out) - len(changed)} of {len(held_out)} held-out files keep their tags; "
+                   f"{flipped} of {decisions} window decisions flip; max score change {largest:.3f}; "
+                   f"{timing['float32']} -> {timing['int8']} ms per window",
+    }
+
+
+def _ms_per_window(model, windows: np.ndarray, repeats: int = 5) -> float:
+    batch = np.concatenate([windows] * 8)[:8]
+    model.scores(batch)
+    best = min(_timed(model, batch) for _ in range(repeats))
+    return round(1000 * best / len(batch), 1)
+
+
+def _timed(model, batch: np.ndarray) -> float:
+    start = time.perf_counter()
+    model.scores(batch)
+    return time.perf_counter() - start
 
 
 def build(out_dir: Path = ROOT / "exports", config: DefaultModelConfig = DefaultModelConfig(),
@@ -233,8 +325,8 @@ def build(out_dir: Path = ROOT / "exports", config: DefaultModelConfig = Default
     }
     if clips:
         tables["shared_clips"] = per_label_table(clip_scores, classes, clip_truth, tags, thresholds, BACKGROUND)
-    for name, table in tables.items():
-        echo(format_table(table, f"\n{name} (head in torch, best window per item):"))
+    for part, table in tables.items():
+        echo(format_table(table, f"\n{part} (head in torch, best window per item):"))
 
     card = {
         "weights": {"file": lite_weights_path(config.backbone).name,
@@ -245,15 +337,26 @@ def build(out_dir: Path = ROOT / "exports", config: DefaultModelConfig = Default
         "class_items": {"fit": dict(class_counts([i for i, _ in train])), "test": dict(class_counts([i for i, _ in test]))},
         "label_policy": LABEL_POLICY,
         "config": {**dataclasses.asdict(config), "size": config.size},
+        "choices": CHOICES,
         "calibration": f"per-tag thresholds from out-of-fold scores of the fit groups ({config.inner_folds} folds by "
                        f"group) plus the {len(clips)} shared clips: {dataclasses.asdict(config.thresholds)}",
         "measured_torch": tables,
     }
     contract = contract_for(config, classes, thresholds)
     model = CropPoolModel(backbone, head, config.crops).eval()
-    report = export_video_model(model, contract, out_dir / f"{name}.onnx", mean=LITE0_MEAN, std=LITE0_STD,
+    target = out_dir / f"{name}.onnx"
+    float_path = target.with_name(f"{name}-float32.onnx") if config.int8 else target
+    report = export_video_model(model, contract, float_path, mean=LITE0_MEAN, std=LITE0_STD,
                                 parity_frames=parity_windows(contract, data), card=card, softmax=False)
     card = json.loads(Path(report["card"]).read_text())
+    if config.int8:
+        card["int8"] = ship_int8(float_path, target, [item.path for item, _ in train],
+                                 [item.path for item, _ in test] + [path for path, _ in clips], contract)
+        card.update(file=target.name, bytes=target.stat().st_size, sha256=_sha256(target))
+        float_path.unlink()
+        Path(report["card"]).unlink()
+        report["onnx"], report["card"] = str(target), str(target.with_suffix(".json"))
+        echo(f"INT8: {card['int8']['summary']}")
     card["measured"] = {
         "ms_per_window_batch1": time_windows(Path(report["onnx"]), contract, 1),
         "ms_per_window_batch8": time_windows(Path(report["onnx"]), contract, 8),
