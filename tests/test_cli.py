@@ -64,8 +64,10 @@ def test_models_says_what_the_shipped_models_can_and_cannot_tag(runner):
     lines = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.stdout.splitlines()
              if line.count("│") == 3 and line.split("│")[1].strip().startswith(("Playing", "Drumming"))}
     assert lines["PlayingGuitar"] == "vision and sound"
-    assert lines["PlayingSitar"] == "sound alone (stricter threshold)"
-    assert "PlayingTabla" not in lines  # neither model knows it: tagger/ holds no outside label list
+    assert lines["PlayingSitar"] == "vision and sound"  # the default model v2 sees sitars
+    assert lines["PlayingTabla"] == "vision"
+    assert "PlayingDaf" not in lines  # neither model knows it: tagger/ holds no outside label list
+    assert "not tagged: PlayingDaf: no example to learn from: needs UCF101" in result.stdout.splitlines()
     assert "efficientnet-lite0" in result.stdout and "16000 Hz" in result.stdout
     assert "sound model: " in result.stdout and "(shipped with the default model)" in result.stdout
 

@@ -204,7 +204,7 @@ def contract_for(config: DefaultModelConfig, classes: list[str], thresholds: dic
         fps=config.fps, frame_step=1, crops=config.crops, output="probs", kind="video", background=BACKGROUND,
         thresholds={**thresholds, **{name: RAW_THRESHOLD for name in NEVER_TAGGED if name in classes}},
         arch=f"efficientnet-{config.backbone}-crop-head", version=config.version,
-        extra={"left_out": left_out, "fusion_support": config.fusion_support, "audio_model": "musicnn.onnx"},
+        extra={"left_out": left_out, "fusion_support": config.fusion_support},
     )
 
 

@@ -60,16 +60,16 @@ LABEL_POLICY: dict[str, str] = {
 
 # Labels UCF101 has (or the old default tagged) that this corpus cannot teach or measure; the
 # model card and `tagger models` say why each is left out.
-LEFT_OUT: dict[str, str] = {
-    "PlayingDaf": "no example in the training corpus: needs UCF101 or other footage of it",
-    "PlayingDhol": "6 photos in the training corpus, 3 doubtful: too few to learn or measure; needs UCF101",
-    "PlayingTrombone": "1 photo in the training corpus: too few to measure",
-    "PlayingFrenchHorn": "no example in the training corpus",
-    "PlayingOboe": "no example in the training corpus",
-    "PlayingBassoon": "no example in the training corpus",
-    "PlayingOrgan": "1 photo in the training corpus: too few to measure",
-    "PlayingMarimba": "1 photo in the training corpus: too few to measure",
-    "PlayingHarmonica": "no example in the training corpus",
+LEFT_OUT: dict[str, str] = {  # reasons kept short: `tagger models` prints one 80-column line each
+    "PlayingDaf": "no example to learn from: needs UCF101",
+    "PlayingDhol": "6 photos, 3 doubtful: too few; needs UCF101",
+    "PlayingTrombone": "1 photo: too few to learn or measure",
+    "PlayingFrenchHorn": "no example to learn from",
+    "PlayingOboe": "no example to learn from",
+    "PlayingBassoon": "no example to learn from",
+    "PlayingOrgan": "1 photo: too few to learn or measure",
+    "PlayingMarimba": "1 photo: too few to learn or measure",
+    "PlayingHarmonica": "no example to learn from",
 }
 
 

@@ -294,7 +294,9 @@ def train_crop_head(root: Path, out: Path, name: str, weight_decay: float | None
         raise DatasetError(f"{root} has no MANIFEST.tsv: --arch {CROP_HEAD} trains on a labelled corpus "
                            "laid out like ../shared/data/corpus (columns file, label, kind, group)")
     config = DefaultModelConfig() if weight_decay is None else DefaultModelConfig(weight_decay=weight_decay)
-    card = build(out_dir=out, config=config, corpus=root, cache=out / "features", name=name, echo=console.print)
+    # shared clips beside the corpus (../shared/data/clips for ../shared/data/corpus) calibrate too
+    card = build(out_dir=out, config=config, corpus=root, data=root.parent, cache=out / "features", name=name,
+                 echo=console.print)
     console.print(f"exported {out / (name + '.onnx')} ({card['bytes'] / 1e6:.2f} MB, parity max abs diff "
                   f"{card['train']['parity_max_abs_diff']:.2e})")
 

@@ -1,4 +1,7 @@
-"""Which ImageNet-1k classes mean which instrument tag: the one table the default model is built from.
+"""Which ImageNet-1k classes mean which instrument tag: the default model's ImageNet prior.
+
+The default model's head (`training/head.py`) starts each label from the log of these summed
+probabilities and learns the rest from the corpus; v1 of the default model was this table alone.
 
 Tags use UCF101's naming (`PlayingGuitar`, `Drumming`, ...) so the default model and models trained
 on UCF101 speak the same labels. Every index and name below was checked against the standard

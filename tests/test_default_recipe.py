@@ -1,0 +1,91 @@
+"""The default model's recipe end to end on a generated corpus: `python -m training.fit --arch
+crop-head` trains, calibrates and exports without a network, and `tagger scan` runs the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from synthetic import write_video
+
+COLOURS = {"PlayingSitar": (200, 40, 40), "PlayingTabla": (40, 60, 200), "NoInstrument": (90, 160, 90)}
+
+
+def write_photo(path: Path, colour: tuple[int, int, int], seed: int) -> None:
+    """A 160x120 JPEG of `colour` with noise, written by PyAV's image2 muxer."""
+    rng = np.random.default_rng(seed)
+    image = np.clip(np.array(colour) + rng.normal(0, 25, (120, 160, 3)), 0, 255).astype(np.uint8)
+    with av.open(str(path), "w", format="image2") as container:
+        stream = container.add_stream("mjpeg")
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuvj420p"
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+
+
+@pytest.fixture(scope="module")
+def coloured_corpus(tmp_path_factory) -> Path:
+    """12 photos per label, each its own group, listed in a MANIFEST.tsv like the real corpus's."""
+    root = tmp_path_factory.mktemp("corpus")
+    rows = ["file\tlabel\tkind\tgroup\tnotes"]
+    for label, colour in COLOURS.items():
+        (root / "images" / label).mkdir(parents=True)
+        for i in range(12):
+            name = f"images/{label}/{label.lower()}-{i:02d}.jpg"
+            write_photo(root / name, colour, seed=i)
+            rows.append(f"{name}\t{label}\timage\t{label}-{i}\tgenerated")
+    (root / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def offline(command: list[str]) -> list[str]:
+    """`command` in a network namespace with no interface up, where this machine allows it."""
+    if shutil.which("unshare") and os.geteuid() == 0 and subprocess.run(
+            ["unshare", "--net", "true"], capture_output=True).returncode == 0:
+        return ["unshare", "--net", *command]
+    if os.environ.get("CI"):
+        pytest.fail("CI must be able to cut the network off (unshare --net as root)")
+    pytest.skip("needs unshare and root to cut the network off")
+
+
+@pytest.mark.slow
+def test_crop_head_recipe_trains_offline_and_its_model_tags_a_scan(coloured_corpus, tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "run"
+    done = subprocess.run(offline([sys.executable, "-m", "training.fit", str(coloured_corpus), "--arch", "crop-head",
+                                   "--out", str(out)]), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = json.loads((out / "default.json").read_text())
+    assert card["labels"] == ["PlayingSitar", "PlayingTabla", "NoInstrument"]
+    assert card["input"]["shape"][1] == 12  # 4 frames x 3 crops
+    assert card["int8"]["files_whose_tags_changed"] == []
+    held_out = card["train"]["measured_torch"]["test_groups"]
+    assert held_out["players_with_their_label"] == 1.0 and held_out["no_instrument_with_any_tag"] == 0.0
+
+    video = write_video(tmp_path / "red.mp4", 5, size=(320, 180), colour_at=lambda t: COLOURS["PlayingSitar"])
+    db = tmp_path / "tags.db"
+    scan = subprocess.run(offline([sys.executable, "-m", "tagger.cli", "scan", str(video), "--db", str(db),
+                                   "--model", str(out / "default.onnx"), "--json"]),
+                          capture_output=True, text=True, timeout=300)
+    assert scan.returncode == 0, scan.stderr
+    with sqlite3.connect(db) as conn:
+        labels = {row[0] for row in conn.execute("select label from segments")}
+    assert labels == {"PlayingSitar"}
+
+
+def test_crop_head_needs_a_manifest(tmp_path):
+    pytest.importorskip("torch")
+    (tmp_path / "PlayingSitar").mkdir()
+    done = subprocess.run([sys.executable, "-m", "training.fit", str(tmp_path), "--arch", "crop-head", "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"Error: {tmp_path} has no MANIFEST.tsv: --arch crop-head trains on a labelled "
+                                   "corpus laid out like ../shared/data/corpus (columns file, label, kind, group)")
