@@ -224,7 +224,7 @@ def held_out_table(model: LoadedModel, corpus: Path) -> dict:
     """Per-label table of the model on the corpus's test groups, scored as a scan scores them."""
     from training.corpus import group_fold, read_manifest
 
-    items = [item for item in read_manifest(corpus) if group_fold(item.group, TEST_FOLDS) == 0]
+    items = [item for item in read_manifest(corpus)[0] if group_fold(item.group, TEST_FOLDS) == 0]
     scores = np.stack([window_scores(model, item.path)[0].max(axis=0) for item in items])
     return _table(model, scores, [item.head_class for item in items],
                   f"held-out corpus groups ({len(items)} files, fold 0 of {TEST_FOLDS} by group):")

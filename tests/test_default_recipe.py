@@ -87,5 +87,15 @@ def test_crop_head_needs_a_manifest(tmp_path):
     done = subprocess.run([sys.executable, "-m", "training.fit", str(tmp_path), "--arch", "crop-head", "--out",
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip() == (f"Error: {tmp_path} has no MANIFEST.tsv: --arch crop-head trains on a labelled "
-                                   "corpus laid out like ../shared/data/corpus (columns file, label, kind, group)")
+    assert done.stderr.strip() == (f"Error: {tmp_path} has no MANIFEST.tsv: --arch crop-head trains on a corpus "
+                                   "like ../shared/data/corpus (columns file, label, kind, group)")
+
+
+def test_a_corpus_label_without_a_class_is_one_line(tmp_path):
+    pytest.importorskip("torch")
+    (tmp_path / "MANIFEST.tsv").write_text("file\tlabel\tkind\tgroup\nimages/a.jpg\tPlayingKazoo\timage\tg1\n")
+    done = subprocess.run([sys.executable, "-m", "training.fit", str(tmp_path), "--arch", "crop-head", "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"Error: {tmp_path / 'MANIFEST.tsv'} line 2: label 'PlayingKazoo' has no place in "
+                                   "the default model's classes: add it to training.corpus.LABEL_POLICY")

@@ -39,9 +39,10 @@ import torch
 from torch import nn
 
 from tagger.contract import ModelContract
+from tagger.errors import DecodeError
 from training.calibrate import ThresholdRule, format_table, per_label_table, thresholds_for
-from training.corpus import (BACKGROUND, HAND_PERCUSSION, LABEL_POLICY, LEFT_OUT, OTHER_INSTRUMENT, CorpusItem,
-                             class_counts, group_fold, read_manifest)
+from training.corpus import (BACKGROUND, HAND_PERCUSSION, LABEL_POLICY, LEFT_OUT, OTHER_INSTRUMENT, CorpusError,
+                             CorpusItem, class_counts, group_fold, read_manifest)
 from training.frame_features import AUGMENTATIONS, Geometry, ItemFeatures, extract
 from training.head import CropHead, HeadConfig, fit_head, make_bags, window_scores
 from training.imagenet_map import INSTRUMENT_TAGS
@@ -145,7 +146,10 @@ def head_classes(items: list[CorpusItem]) -> list[str]:
     present = set(class_counts(items))
     unknown = present - set(TAG_ORDER) - set(NEVER_TAGGED) - {BACKGROUND}
     if unknown:
-        raise ValueError(f"head classes {sorted(unknown)} have no place in TAG_ORDER")
+        raise CorpusError(f"head classes {sorted(unknown)} have no place in training.build_default.TAG_ORDER")
+    if BACKGROUND not in present or not present & set(TAG_ORDER):
+        raise CorpusError(f"the corpus needs {BACKGROUND} files and files of at least one tag "
+                          f"({', '.join(TAG_ORDER[:3])}, ...), it has {sorted(present) or 'none'}")
     return [c for c in (*TAG_ORDER, *NEVER_TAGGED, BACKGROUND) if c in present]
 
 
@@ -295,15 +299,26 @@ def build(out_dir: Path = ROOT / "exports", config: DefaultModelConfig = Default
     from training.export import export_video_model
 
     torch.manual_seed(0)
-    items = read_manifest(corpus)
-    classes = head_classes(items)
-    tags = [c for c in classes if c in TAG_ORDER]
+    items, missing = read_manifest(corpus)
+    if missing:
+        echo(f"warning: {len(missing)} files listed in {corpus / 'MANIFEST.tsv'} are missing, "
+             f"left out (first: {missing[0]})")
     backbone = load_lite0(variant=config.backbone)
     geometry = config.geometry
     began = time.perf_counter()
-    features = [[extract(item.path, backbone, config.backbone, geometry, LITE0_MEAN, LITE0_STD, cache, augment)
-                 for augment in ((None, *AUGMENTATIONS) if item.kind == "image" and config.augment else (None,))]
-                for item in items]  # per item: its views, as decoded first
+    readable, features = [], []
+    for item in items:
+        try:
+            features.append([extract(item.path, backbone, config.backbone, geometry, LITE0_MEAN, LITE0_STD, cache,
+                                     augment)
+                             for augment in ((None, *AUGMENTATIONS) if item.kind == "image" and config.augment
+                                             else (None,))])  # its views, as decoded first
+            readable.append(item)
+        except DecodeError as exc:
+            echo(f"warning: {item.path} left out: {exc}")
+    items = readable
+    classes = head_classes(items)
+    tags = [c for c in classes if c in TAG_ORDER]
     clips = shared_clips(data) if (data / "MANIFEST.tsv").is_file() else []
     clip_features = [extract(path, backbone, config.backbone, geometry, LITE0_MEAN, LITE0_STD, cache) for path, _ in clips]
     echo(f"features of {len(items)} corpus files and {len(clips)} shared clips in {time.perf_counter() - began:.0f} s")

@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagger.errors import UsageError
+
 BACKGROUND = "NoInstrument"
 HAND_PERCUSSION = "HandPercussion"  # learned, never tagged: what a tabla tag must not fire on
 OTHER_INSTRUMENT = "OtherInstrument"  # learned, never tagged: instruments no tag covers
@@ -73,6 +75,13 @@ LEFT_OUT: dict[str, str] = {  # reasons kept short: `tagger models` prints one 8
 }
 
 
+class CorpusError(UsageError):
+    """The corpus's manifest cannot be used as given."""
+
+
+COLUMNS = ("file", "label", "kind", "group")
+
+
 @dataclass(frozen=True)
 class CorpusItem:
     """One manifest row: a photo or video, what it shows, and the shoot it came from."""
@@ -88,22 +97,34 @@ class CorpusItem:
         return LABEL_POLICY[self.label]
 
 
-def read_manifest(root: Path) -> list[CorpusItem]:
-    """Every row of `root/MANIFEST.tsv` whose file exists, in manifest order.
+def read_manifest(root: Path) -> tuple[list[CorpusItem], list[str]]:
+    """Every row of `root/MANIFEST.tsv` whose file exists, in manifest order, and the listed files
+    that do not exist.
 
     Raises:
-        FileNotFoundError: the manifest is missing.
-        ValueError: a row's label has no entry in LABEL_POLICY.
+        CorpusError: the manifest is missing, lacks a column, or a row's label has no entry in
+            LABEL_POLICY.
     """
-    items = []
-    with (root / "MANIFEST.tsv").open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
+    manifest = root / "MANIFEST.tsv"
+    if not manifest.is_file():
+        raise CorpusError(f"{root} has no MANIFEST.tsv: the corpus lists its files there "
+                          f"(tab-separated columns {', '.join(COLUMNS)})")
+    items, missing = [], []
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        absent = [name for name in COLUMNS if name not in (reader.fieldnames or [])]
+        if absent:
+            raise CorpusError(f"{manifest} has no column {absent[0]!r}: it needs {', '.join(COLUMNS)}")
+        for line, row in enumerate(reader, start=2):
             if row["label"] not in LABEL_POLICY:
-                raise ValueError(f"corpus label {row['label']!r} has no entry in training.corpus.LABEL_POLICY")
+                raise CorpusError(f"{manifest} line {line}: label {row['label']!r} has no place in the default "
+                                  "model's classes: add it to training.corpus.LABEL_POLICY")
             path = root / row["file"]
             if path.is_file():
-                items.append(CorpusItem(path, row["label"], row["kind"], row["group"], row.get("notes", "")))
-    return items
+                items.append(CorpusItem(path, row["label"], row["kind"], row["group"], row.get("notes") or ""))
+            else:
+                missing.append(row["file"])
+    return items, missing
 
 
 def group_fold(group: str, folds: int, salt: str = "tagger-default") -> int:

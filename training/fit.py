@@ -291,8 +291,8 @@ def train_crop_head(root: Path, out: Path, name: str, weight_decay: float | None
     from training.build_default import DefaultModelConfig, build
 
     if not (root / "MANIFEST.tsv").is_file():
-        raise DatasetError(f"{root} has no MANIFEST.tsv: --arch {CROP_HEAD} trains on a labelled corpus "
-                           "laid out like ../shared/data/corpus (columns file, label, kind, group)")
+        raise DatasetError(f"{root} has no MANIFEST.tsv: --arch {CROP_HEAD} trains on a corpus like "
+                           "../shared/data/corpus (columns file, label, kind, group)")
     config = DefaultModelConfig() if weight_decay is None else DefaultModelConfig(weight_decay=weight_decay)
     # shared clips beside the corpus (../shared/data/clips for ../shared/data/corpus) calibrate too
     card = build(out_dir=out, config=config, corpus=root, data=root.parent, cache=out / "features", name=name,
@@ -310,7 +310,7 @@ app = typer.Typer(add_completion=False, help="Train a video classifier on ROOT/<
 
 @app.command()
 def main(
-    root: Annotated[Path, typer.Argument(help="ROOT with one folder of videos per class")],
+    root: Annotated[Path, typer.Argument(help="class folders; a MANIFEST.tsv corpus for crop-head")],
     out: Annotated[Path, typer.Option(help="run folder for checkpoints and the model")],
     arch: Annotated[str, typer.Option(help="c3d, vc3d, framemean, efficientnet, crop-head")] = "c3d",
     width: Annotated[float | None, typer.Option(help="channel multiplier, e.g. 0.25")] = None,
@@ -345,8 +345,7 @@ def main(
 
     Example: python -m training.fit data/UCF-101 --out runs/ucf10 --split-dir data/ucfTrainTestlist
 
-    `--arch crop-head` trains the default model's recipe instead: a linear head on frozen
-    ImageNet EfficientNet-Lite0 crops, on a corpus with a MANIFEST.tsv (training/build_default.py).
+    `--arch crop-head` trains the default model's recipe instead (training/build_default.py): a linear head on frozen ImageNet EfficientNet-Lite0 crops, on a corpus with a MANIFEST.tsv.
     """
     try:
         if arch == CROP_HEAD:
