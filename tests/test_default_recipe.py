@@ -99,3 +99,17 @@ def test_a_corpus_label_without_a_class_is_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == (f"Error: {tmp_path / 'MANIFEST.tsv'} line 2: label 'PlayingKazoo' has no place in "
                                    "the default model's classes: add it to training.corpus.LABEL_POLICY")
+
+
+def test_a_wide_shot_pastes_the_photo_small_at_one_side_over_the_background():
+    pytest.importorskip("torch")
+    from training.frame_features import WideShot, wide_shot
+
+    subject = np.full((100, 80, 3), 250, np.uint8)  # a bright 4:5 photo
+    background = np.zeros((300, 400, 3), np.uint8)  # a dark 4:3 photo, scaled to cover 398x224
+    frame = wide_shot(subject, background, WideShot(Path("bg.jpg"), 0.5, "right"), 224)
+    assert frame.shape == (224, 398, 3)
+    bright = np.argwhere(frame[:, :, 0] > 128)
+    (top, left), (bottom, right) = bright.min(axis=0), bright.max(axis=0)
+    assert (bottom - top + 1, right - left + 1) == (112, 90)  # half the height, aspect kept
+    assert right == 397 and top == (224 - 112) // 2  # at the right edge, centred vertically

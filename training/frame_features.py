@@ -10,7 +10,10 @@ A photo is a one-frame video, so its windows repeat that frame, as a scan of a s
 
 Two augmentations add views of the same file (`AUGMENTATIONS`): a mirror image, and the frame
 decoded at a low resolution and scaled back up. The second matters: the corpus's tabla photos are
-140-pixel thumbnails, and without it a head learns "blurry" as a sign of tabla.
+140-pixel thumbnails, and without it a head learns "blurry" as a sign of tabla. A third,
+`wide_shot`, pastes a photo small and at one side of a 16:9 frame over a photo without
+instruments: the corpus shows instruments large and centred, archives show them small in wide
+shots.
 """
 
 from __future__ import annotations
@@ -52,10 +55,57 @@ class ItemFeatures:
     starts: np.ndarray  # (W,) window start seconds
 
 
-def _cache_path(cache: Path, path: Path, backbone: str, geometry: Geometry, augment: str | None) -> Path:
+@dataclass(frozen=True)
+class WideShot:
+    """A photo pasted at `scale` of the frame's height at one `side` of a 16:9 frame over `background`."""
+
+    background: Path
+    scale: float
+    side: str  # "left", "centre" or "right"
+
+    def key(self) -> str:
+        digest = hashlib.sha256(str(self.background.resolve()).encode()).hexdigest()[:12]
+        return f"wide{self.scale:g}{self.side}{digest}"
+
+
+def _cache_path(cache: Path, path: Path, backbone: str, geometry: Geometry, augment: str | WideShot | None) -> Path:
     stat = path.stat()
     digest = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:20]
-    return cache / backbone / geometry.key() / f"{digest}{'-' + augment if augment else ''}.npz"
+    name = augment.key() if isinstance(augment, WideShot) else augment
+    return cache / backbone / geometry.key() / f"{digest}{'-' + name if name else ''}.npz"
+
+
+def _resized(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
+    out = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False,
+                                          antialias=True)
+    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def first_frame(path: Path, short_side: int) -> np.ndarray:
+    """The first frame of `path` (a photo's only one), scaled as the scan scales it."""
+    source = open_video(str(path), short_side)
+    try:
+        return next(frame for _, frame in source.read([0]))
+    finally:
+        source.close()
+
+
+def wide_shot(subject: np.ndarray, background: np.ndarray, shot: WideShot, height: int) -> np.ndarray:
+    """A `height` x 16:9 frame: `background` scaled to cover it, `subject` pasted as `shot` says."""
+    width = round(height * 16 / 9)
+    bh, bw = background.shape[:2]
+    cover = max(height / bh, width / bw)
+    scaled = _resized(background, max(height, round(bh * cover)), max(width, round(bw * cover)))
+    top, left = (scaled.shape[0] - height) // 2, (scaled.shape[1] - width) // 2
+    frame = scaled[top:top + height, left:left + width].copy()
+    sh, sw = subject.shape[:2]
+    fit = min(shot.scale * height / sh, width / sw)
+    h, w = max(1, round(sh * fit)), max(1, round(sw * fit))
+    x = {"left": 0, "centre": (width - w) // 2, "right": width - w}[shot.side]
+    y = (height - h) // 2
+    frame[y:y + h, x:x + w] = _resized(subject, h, w)
+    return frame
 
 
 def _augmented(frame: np.ndarray, augment: str | None, resize: int) -> np.ndarray:
@@ -72,8 +122,14 @@ def _augmented(frame: np.ndarray, augment: str | None, resize: int) -> np.ndarra
     return frame
 
 
-def window_crops(path: Path, geometry: Geometry, augment: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def window_crops(path: Path, geometry: Geometry, augment: str | WideShot | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(unique frame crops (F, C, H, W, 3) uint8, window rows (W, T) into them, window starts)."""
+    if isinstance(augment, WideShot):  # a photo in a wide shot: one frame, one window
+        frame = wide_shot(first_frame(path, geometry.resize), first_frame(augment.background, geometry.resize),
+                          augment, geometry.resize)
+        crops = frame_crops(frame, (geometry.crop, geometry.crop), geometry.crops)[None]  # (1, C, H, W, 3)
+        return crops, np.zeros((1, geometry.clip_len), int), np.zeros(1)
     short_side = LOWRES_SHORT_SIDE if augment == "lowres" else geometry.resize
     source = open_video(str(path), short_side)
     try:
@@ -91,7 +147,8 @@ def window_crops(path: Path, geometry: Geometry, augment: str | None = None) -> 
 
 @torch.no_grad()
 def extract(path: Path, backbone: torch.nn.Module, backbone_name: str, geometry: Geometry,
-            mean: tuple[float, ...], std: tuple[float, ...], cache: Path, augment: str | None = None) -> ItemFeatures:
+            mean: tuple[float, ...], std: tuple[float, ...], cache: Path,
+            augment: str | WideShot | None = None) -> ItemFeatures:
     """The backbone's features and logits for every window crop of `path` (cached), seen as `augment`."""
     target = _cache_path(cache, path, backbone_name, geometry, augment)
     if target.is_file():
