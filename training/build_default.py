@@ -414,8 +414,14 @@ def build(out_dir: Path = ROOT / "exports", config: DefaultModelConfig = Default
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here downloads; make sure nothing tries
     if not (CORPUS / "MANIFEST.tsv").is_file():
-        sys.exit(f"Error: the training corpus is not at {CORPUS}: the default model is built from it")
-    card = build()
+        print(f"Error: the training corpus is not at {CORPUS}: the default model is built from it "
+              "(or run python -m training.fit CORPUS --arch crop-head --out DIR)", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        card = build()
+    except CorpusError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
     print(f"wrote exports/default.onnx ({card['bytes'] / 1e6:.2f} MB, sha256 {card['sha256'][:12]}), "
           f"parity max abs diff {card['train']['parity_max_abs_diff']:.2e}, "
           f"{card['measured']['ms_per_window_batch1']} ms/window (batch 1), "
