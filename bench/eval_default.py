@@ -42,7 +42,6 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 NEGATIVE_LABELS = {"other", "none", "negative", "noinstrument", "background"}
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 BATCH = 8  # windows per onnxruntime call, as the scanner batches them
-TEST_FOLDS = 5  # training/build_default.py holds out fold 0 of 5 (by group)
 
 
 @dataclass
@@ -222,12 +221,12 @@ def _table(model: LoadedModel, scores: np.ndarray, truth: list[str], title: str)
 
 def held_out_table(model: LoadedModel, corpus: Path) -> dict:
     """Per-label table of the model on the corpus's test groups, scored as a scan scores them."""
-    from training.corpus import group_fold, read_manifest
+    from training.corpus import TEST_FOLDS, read_manifest
 
-    items = [item for item in read_manifest(corpus)[0] if group_fold(item.group, TEST_FOLDS) == 0]
+    items = [item for item in read_manifest(corpus)[0] if item.in_test_split]
     scores = np.stack([window_scores(model, item.path)[0].max(axis=0) for item in items])
     return _table(model, scores, [item.head_class for item in items],
-                  f"held-out corpus groups ({len(items)} files, fold 0 of {TEST_FOLDS} by group):")
+                  f"held-out corpus groups ({len(items)} files, fold 0 of {TEST_FOLDS} by split group):")
 
 
 def clips_table(model: LoadedModel, results: list[VideoResult]) -> dict:

@@ -54,12 +54,11 @@ import numpy as np
 from tagger.decode import crop_origins
 from tagger.model import LoadedModel, load_model
 from tagger.step import VideoJob, window_inputs
-from training.corpus import BACKGROUND, CorpusItem, group_fold, read_manifest
+from training.corpus import BACKGROUND, CorpusItem, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "exports" / "default.onnx"
 CORPUS = ROOT.parent / "shared" / "data" / "corpus"
-TEST_FOLDS = 5  # training/build_default.py holds out fold 0 of 5 (by group)
 FRAME_W, FRAME_H = 398, 224  # 16:9 at the scan's short side of 224
 PLACEMENTS = ("left", "centre", "right")
 CENTRE = 1  # the crop index that is the centre crop when crops = 3
@@ -238,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
     listed, missing = read_manifest(args.corpus)  # (items whose file exists, listed files that do not)
     held_out = [i for i in listed
-                if group_fold(i.group, TEST_FOLDS) == 0 and i.kind == "image"]
+                if i.in_test_split and i.kind == "image"]
     if missing:
         print(f"note: {len(missing)} files listed in the manifest are missing and left out", file=sys.stderr)
     players = [i for i in held_out if i.head_class in c.tag_labels]

@@ -206,7 +206,8 @@ class ModelContract:
                 isinstance(k, str) and isinstance(v, str) for k, v in left_out.items())):
             problems.append(f"{PREFIX}left_out must be a JSON object of label -> reason, got {left_out!r:.80}")
         support = self.extra.get("fusion_support")
-        if support is not None and not (isinstance(support, (int, float)) and 0 <= support <= 1):
+        if support is not None and (isinstance(support, bool) or not (isinstance(support, (int, float))
+                                                                      and 0 <= support <= 1)):
             problems.append(f"{PREFIX}fusion_support must be a number from 0 to 1, got {support!r:.80}")
         if problems:
             raise ModelError(f"{source}: {problems[0]}")

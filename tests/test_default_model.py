@@ -126,18 +126,12 @@ def test_shipped_model_is_small_and_its_card_describes_this_file(shipped):
     assert int8["held_out_files"] >= 140 and int8["files_whose_tags_changed"] == []
 
 
-def test_export_parity_was_checked_on_real_clips_and_is_small(shipped):
-    train = shipped.contract.train
+def test_export_parity_was_checked_on_real_clips_and_the_int8_copy_says_what_it_is(shipped):
+    train = shipped.contract.train  # read from the shipped ONNX file's own metadata
     assert train["parity_input"] == "real"
-    assert 0 <= train["parity_max_abs_diff"] < 1e-4
+    assert 0 <= train["parity_max_abs_diff"] < 1e-4  # the float32 export against torch
     assert train["parity_top1_agreement"] == 1.0
-
-
-def test_shipped_model_scores_are_per_label_probabilities(shipped):
-    frames = np.random.default_rng(1).integers(0, 256, (2, 12, 224, 224, 3), dtype=np.uint8)
-    got = shipped.scores(frames)  # (2, K): each label's best crop, averaged over frames
-    assert got.shape == (2, len(shipped.contract.labels))
-    assert (got >= 0).all() and (got <= 1).all()
+    assert "float32" in train["parity_note"] and train["int8"]["files_whose_tags_changed"] == []
 
 
 def test_the_crop_pool_model_takes_the_best_crop_of_each_frame():
@@ -156,10 +150,11 @@ def test_the_crop_pool_model_takes_the_best_crop_of_each_frame():
             return torch.cat([features, 1 - features], dim=1)
 
     clips = torch.zeros(1, 3, 2 * 3, 4, 4)  # (N, 3, T*C, H, W): 2 frames x 3 crops, frame-major
-    clips[0, :, 2] = 1.0  # frame 0: its third crop is bright
-    clips[0, :, 3] = 0.5  # frame 1: its first crop half bright
+    clips[0, :, 0] = 1.0  # frame 0, crop 0 bright
+    clips[0, :, 1] = 1.0  # frame 0, crop 1 bright; frame 1 all dark
     scores = CropPoolModel(Backbone(), Head(), crops=3)(clips)
-    assert scores[0, 0].item() == pytest.approx((1.0 + 0.5) / 2)
+    # frame-major: frame 0's best crop 1.0, frame 1's 0.0 -> 0.5 (crop-major would read 1.0)
+    assert scores[0, 0].item() == pytest.approx(0.5)
 
 
 def test_training_features_come_from_the_frames_a_scan_feeds_the_model(shared_data, tmp_path):

@@ -113,3 +113,44 @@ def test_a_wide_shot_pastes_the_photo_small_at_one_side_over_the_background():
     (top, left), (bottom, right) = bright.min(axis=0), bright.max(axis=0)
     assert (bottom - top + 1, right - left + 1) == (112, 90)  # half the height, aspect kept
     assert right == 397 and top == (224 - 112) // 2  # at the right edge, centred vertically
+
+
+def test_thresholds_let_at_most_the_allowed_share_of_negatives_through():
+    from training.calibrate import ThresholdRule, choose_threshold, thresholds_for
+
+    negatives = np.array([0.9, 0.6001, *[0.1] * 98])  # 1% of 100 may reach the threshold: 0.9 only
+    assert choose_threshold(negatives, ThresholdRule(floor=0.5)) == pytest.approx(0.6001, abs=1e-6)
+    chosen = thresholds_for(negatives[:, None], ["PlayingSitar"], ["NoInstrument"] * 100, ["PlayingSitar"],
+                            ThresholdRule(floor=0.5))["PlayingSitar"]
+    assert chosen == 0.601 and (negatives >= chosen).sum() == 1  # rounded up: 0.6 would let 0.6001 through
+    assert choose_threshold(np.full(10, 0.01), ThresholdRule(floor=0.5)) == 0.5  # never below the floor
+
+
+def test_a_split_keeps_one_file_or_source_on_one_side(tmp_path):
+    from training.corpus import read_manifest
+
+    rows = ["file\tlabel\tkind\tgroup\tsource_repo\tsource_path\tsha256"]
+    for name, group, repo, path, sha in [("a.jpg", "intel-car", "intel/videos", "car.mp4", "1"),
+                                         ("b.jpg", "intel:car", "intel/videos", "car.mp4", "2"),
+                                         ("c.jpg", "shoot-c", "x/y", "c.jpg", "3"),
+                                         ("d.jpg", "shoot-d", "x/y", "d.jpg", "3")]:
+        (tmp_path / name).write_bytes(b"x")
+        rows.append(f"{name}\tNoInstrument\timage\t{group}\t{repo}\t{path}\t{sha}")
+    (tmp_path / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
+    items, missing = read_manifest(tmp_path)
+    groups = {item.path.name: item.split_group for item in items}
+    assert missing == [] and groups == {"a.jpg": "intel-car", "b.jpg": "intel-car", "c.jpg": "shoot-c",
+                                        "d.jpg": "shoot-c"}
+    assert items[0].in_test_split == items[1].in_test_split
+
+
+def test_shared_clips_that_are_corpus_files_do_not_calibrate(shared_data):
+    pytest.importorskip("torch")
+    from training.build_default import shared_clips
+    from training.corpus import read_manifest
+
+    if not (shared_data / "corpus" / "MANIFEST.tsv").is_file():
+        pytest.skip(f"the corpus is not at {shared_data / 'corpus'}")
+    names = {path.name for path, _ in shared_clips(shared_data, read_manifest(shared_data / "corpus")[0])}
+    assert "android-demo-app__TorchVideo_video2.mp4" not in names  # the iOS demo's video2, a corpus file
+    assert len(names) == 16

