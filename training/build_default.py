@@ -46,6 +46,7 @@ from training.corpus import (BACKGROUND, HAND_PERCUSSION, LABEL_POLICY, LEFT_OUT
 from training.frame_features import AUGMENTATIONS, Geometry, ItemFeatures, WideShot, extract
 from training.head import CropHead, HeadConfig, fit_head, make_bags, window_scores
 from training.imagenet_map import INSTRUMENT_TAGS
+from training.model_checks import scan_speed, sha256_of, ship_int8, time_windows, write_train_metadata
 from training.pretrained import LITE0_MEAN, LITE0_STD, LITE_VARIANTS, WeightsMissing, load_lite0, lite_weights_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +73,7 @@ class DefaultModelConfig:
     weight_decay: float = 3e-2  # chosen on out-of-fold scores (1e-4 .. 3e-2): stronger kept false tags down
     inner_folds: int = 4  # out-of-fold scores for the thresholds
     fusion_support: float = 0.6  # sound confirms a label where vision reaches 0.6 x its threshold (see CHOICES)
+    measure_scan_speed: bool = True  # bench/scan_speed.py on the new model, recorded on its card (~2 min)
     int8: bool = True  # ship the INT8 copy: half the CPU time; its tags on held-out files are compared in the card
     wide_shots: tuple[float, ...] = ()  # fit photos also pasted this small in a 16:9 frame: measured, not shipped (CHOICES)
     augment: bool = True  # photos are also seen mirrored and at low resolution (training/frame_features.py)
@@ -256,87 +258,6 @@ def parity_windows(contract: ModelContract, data: Path = SHARED_DATA) -> np.ndar
     return np.concatenate([window_inputs(VideoJob.for_model(contract, path))[:2] for path in paths])
 
 
-def time_windows(onnx_path: Path, contract: ModelContract, batch: int, repeats: int = 7) -> float:
-    """Milliseconds per window for onnxruntime on this machine's CPU (the fastest of `repeats`)."""
-    from tagger.model import load_model
-
-    model = load_model(onnx_path, "cpu")
-    frames = np.random.default_rng(0).integers(0, 256, (batch, contract.input_frames, *contract.size, 3), np.uint8)
-    model.scores(frames)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.scores(frames)
-        times.append((time.perf_counter() - start) / batch)
-    return round(1000 * min(times), 1)
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def ship_int8(float_path: Path, target: Path, fit_files: list[Path], held_out: list[Path],
-              contract: ModelContract, calibration_files: int = 120) -> dict:
-    """Quantise `float_path` to `target`, calibrated on windows of fit files only, and compare the
-    two models' tags on the held-out files, each scored as a scan scores it."""
-    from tagger.model import load_model
-    from tagger.step import VideoJob, window_inputs
-    from training.quantise import quantise
-
-    rng = np.random.default_rng(0)
-    chosen = [fit_files[i] for i in sorted(rng.choice(len(fit_files), min(calibration_files, len(fit_files)), replace=False))]
-    calibration = [w for path in chosen for w in window_inputs(VideoJob.for_model(contract, path))[:2]]
-    quantise(float_path, target, calibration)
-    original, quantised = load_model(float_path, "cpu"), load_model(target, "cpu")
-    tags = [k for k, label in enumerate(contract.labels) if label in contract.tag_labels]
-    limits = np.array([contract.threshold_for(contract.labels[k]) for k in tags])
-    changed, flipped, decisions, largest = [], 0, 0, 0.0
-    for path in held_out:
-        windows = window_inputs(VideoJob.for_model(contract, path))
-        a, b = original.scores(windows)[:, tags], quantised.scores(windows)[:, tags]
-        hit_a, hit_b = a >= limits, b >= limits
-        largest, decisions = max(largest, float(np.abs(a - b).max())), decisions + hit_a.size
-        flipped += int((hit_a != hit_b).sum())
-        if (hit_a.any(0) != hit_b.any(0)).any():
-            changed.append(path.name)
-    timing = {"float32": _ms_per_window(original, windows), "int8": _ms_per_window(quantised, windows)}
-    return {
-        "calibration": f"{len(calibration)} windows of {len(chosen)} files of the fit groups",
-        "held_out_files": len(held_out), "files_whose_tags_changed": changed,
-        "window_decisions": decisions, "window_decisions_flipped": flipped, "max_abs_score_diff": round(largest, 4),
-        "ms_per_window": timing,
-        "summary": f"{len(held_out) - len(changed)} of {len(held_out)} held-out files keep their tags; "
-                   f"{flipped} of {decisions} window decisions flip; max score change {largest:.3f}; "
-                   f"{timing['float32']} -> {timing['int8']} ms per window",
-    }
-
-
-def _write_train_metadata(path: Path, train: dict) -> None:
-    """Replace `tagger.train` in the ONNX file at `path` (the INT8 copy says what it is)."""
-    import onnx
-
-    graph = onnx.load(str(path))
-    for prop in graph.metadata_props:
-        if prop.key == "tagger.train":
-            prop.value = json.dumps(train)
-    onnx.save(graph, str(path))
-
-
-def _ms_per_window(model, windows: np.ndarray, repeats: int = 5) -> float:
-    batch = np.concatenate([windows] * 8)[:8]
-    model.scores(batch)
-    best = min(_timed(model, batch) for _ in range(repeats))
-    return round(1000 * best / len(batch), 1)
-
-
-def _timed(model, batch: np.ndarray) -> float:
-    start = time.perf_counter()
-    model.scores(batch)
-    return time.perf_counter() - start
-
-
 def build(out_dir: Path = ROOT / "exports", config: DefaultModelConfig = DefaultModelConfig(),
           corpus: Path = CORPUS, data: Path = SHARED_DATA, cache: Path = FEATURE_CACHE, name: str = "default",
           echo=print) -> dict:
@@ -430,8 +351,8 @@ def build(out_dir: Path = ROOT / "exports", config: DefaultModelConfig = Default
         card["train"]["parity_note"] = "parity_max_abs_diff compares the float32 export with torch; the shipped INT8 copy is compared by its tags (int8)"
         # no timings in the file: the same build gives the same bytes
         card["train"]["int8"] = {k: v for k, v in card["int8"].items() if k not in ("ms_per_window", "summary")}
-        _write_train_metadata(target, card["train"])
-        card.update(file=target.name, bytes=target.stat().st_size, sha256=_sha256(target))
+        write_train_metadata(target, card["train"])
+        card.update(file=target.name, bytes=target.stat().st_size, sha256=sha256_of(target))
         float_path.unlink()
         Path(report["card"]).unlink()
         report["onnx"], report["card"] = str(target), str(target.with_suffix(".json"))
@@ -442,6 +363,9 @@ def build(out_dir: Path = ROOT / "exports", config: DefaultModelConfig = Default
         "cpu": f"{os.cpu_count()} cores, onnxruntime CPUExecutionProvider, load average "
                f"{os.getloadavg()[0]:.1f} while timing",
     }
+    if config.measure_scan_speed and (ROOT / "bench" / "scan_speed.py").is_file():
+        card["measured"]["scan_speed"] = scan_speed(Path(report["onnx"]))
+        echo(f"scan speed: {card['measured']['scan_speed']['summary']}")
     Path(report["card"]).write_text(json.dumps(card, indent=2) + "\n")
     return card
 

@@ -293,7 +293,8 @@ def train_crop_head(root: Path, out: Path, name: str, weight_decay: float | None
     if not (root / "MANIFEST.tsv").is_file():
         raise DatasetError(f"{root} has no MANIFEST.tsv: --arch {CROP_HEAD} trains on a corpus like "
                            "../shared/data/corpus (columns file, label, kind, group)")
-    config = DefaultModelConfig() if weight_decay is None else DefaultModelConfig(weight_decay=weight_decay)
+    config = DefaultModelConfig(measure_scan_speed=False) if weight_decay is None else \
+        DefaultModelConfig(weight_decay=weight_decay, measure_scan_speed=False)
     # shared clips beside the corpus (../shared/data/clips for ../shared/data/corpus) calibrate too
     card = build(out_dir=out, config=config, corpus=root, data=root.parent, cache=out / "features", name=name,
                  echo=console.print)
