@@ -175,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also score the held-out groups of this corpus (default ../shared/data/corpus)")
     args = parser.parse_args(argv)
 
+    if args.corpus is not None and not (args.corpus / "MANIFEST.tsv").is_file():
+        print(f"Error: --corpus {args.corpus} has no MANIFEST.tsv: pass the corpus folder "
+              "(../shared/data/corpus)", file=sys.stderr)
+        return 2
     videos: list[tuple[Path, str]] = []
     if not args.no_shared:
         if (args.data / "MANIFEST.tsv").is_file():
@@ -240,5 +244,16 @@ def clips_table(model: LoadedModel, results: list[VideoResult]) -> dict:
     return _table(model, scores, truth, f"shared clips ({len(kept)} videos):")
 
 
+def run(argv: list[str] | None = None) -> int:
+    """`main`, with the tagger's errors (a missing model, an unusable corpus) as one line and their exit code."""
+    from tagger.errors import TaggerError
+
+    try:
+        return main(argv)
+    except TaggerError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())

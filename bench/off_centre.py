@@ -214,16 +214,27 @@ def write_json(path: Path, head: dict, rows: list[Scored]) -> None:
     path.write_text(text)
 
 
+def _scales(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers in (0, 1], e.g. 1.0,0.6")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--corpus", type=Path, default=CORPUS)
-    parser.add_argument("--scales", default="1.0,0.6,0.4", help="subject heights as shares of 224")
+    parser.add_argument("--scales", type=_scales, default=_scales("1.0,0.6,0.4"),
+                        help="subject heights as shares of 224, comma-separated, each in (0, 1]")
     parser.add_argument("--seed", type=int, default=0, help="seeds the choice of backgrounds")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "off_centre.json")
     args = parser.parse_args(argv)
-    scales = [float(s) for s in args.scales.split(",")]
+    scales = args.scales
 
     model = load_model(args.model, device="cpu", threads=args.threads)
     c = model.contract
@@ -305,5 +316,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """`main`, with the tagger's errors (a missing model, an unusable corpus) as one line and their exit code."""
+    from tagger.errors import TaggerError
+
+    try:
+        return main(argv)
+    except TaggerError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())

@@ -154,3 +154,27 @@ def test_shared_clips_that_are_corpus_files_do_not_calibrate(shared_data):
     names = {path.name for path, _ in shared_clips(shared_data, read_manifest(shared_data / "corpus")[0])}
     assert "android-demo-app__TorchVideo_video2.mp4" not in names  # the iOS demo's video2, a corpus file
     assert len(names) == 16
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("command, code, message", [
+    (["bench/eval_default.py", "--corpus", "/no/corpus"], 2,
+     "Error: --corpus /no/corpus has no MANIFEST.tsv: pass the corpus folder (../shared/data/corpus)"),
+    (["bench/eval_default.py", "--model", "/no/model.onnx"], 4,
+     "Error: model not found: /no/model.onnx (pass --model PATH or set TAGGER_MODEL)"),
+    (["bench/off_centre.py", "--corpus", "/no/corpus"], 2,
+     "Error: /no/corpus has no MANIFEST.tsv: the corpus lists its files there (tab-separated columns file, label, "
+     "kind, group)"),
+    (["bench/off_centre.py", "--scales", "abc"], 2,
+     "off_centre.py: error: argument --scales: 'abc' is not a comma-separated list of numbers in (0, 1], e.g. 1.0,0.6"),
+    (["-m", "training.build_default", "--bogus"], 2,
+     "python -m training.build_default: error: unrecognized arguments: --bogus"),
+])
+def test_the_model_benches_and_build_say_what_is_wrong_in_one_line(command, code, message):
+    if command[0] == "-m":
+        pytest.importorskip("torch")
+    done = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == code
+    assert done.stderr.strip().splitlines()[-1] == message
