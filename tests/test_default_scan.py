@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from stored_tags import SHARED_CLIPS_GOLDEN, golden, stored_tags, write_golden
 from tagger.cli import app
 
 INSTRUMENTS = {  # clip -> the tag it must get (MANIFEST.tsv labels)
@@ -51,6 +52,13 @@ def test_default_scan_tags_instruments_and_nothing_else(shared_data, runner, tmp
         assert tags[clip] == {label}, f"{clip} has other tags too: {tags[clip]}"
     for clip in NO_INSTRUMENT + KNOWN_MISSES:  # chaplin's piano soundtrack included: sound alone is not enough
         assert clip not in tags, f"{clip} wrongly tagged {tags[clip]}"
+    if os.environ.get("TAGGER_REGEN_GOLDEN") == "1":  # set by tests/regenerate_golden.py
+        write_golden(db)
+        pytest.skip(f"regenerated {SHARED_CLIPS_GOLDEN}: compared on the next run")
+    stored, expected = stored_tags(db), golden()
+    assert sorted(stored) == sorted(expected)
+    for clip in expected:  # every segment bound, score and source, and every window count, unchanged
+        assert stored[clip] == expected[clip], f"{clip}: stored {stored[clip]}, golden {expected[clip]}"
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
