@@ -2,7 +2,7 @@
 
     python bench/report_speed.py [--videos 10000] [--keep DIR]
 
-Generates a store directly through `tagger.store.Store.save_video` (no decoding: synthetic
+Generates a store directly through `tagger.sink.Sink.save_video` (no decoding: synthetic
 videos with 0-12 segments over 8 labels, evidence mixed, 2% failed), then:
 
 - times `tagger report --no-thumbnails` in a subprocess, start-up included (target: < 30 s).
@@ -30,7 +30,8 @@ import numpy as np
 
 from tagger.segments import Segment
 from tagger.schema import VideoResult
-from tagger.store import Store
+from tagger.database import Database
+from tagger.sink import Sink
 
 LABELS = ("Drumming", "PlayingCello", "PlayingDaf", "PlayingFlute", "PlayingGuitar", "PlayingPiano",
           "PlayingSitar", "PlayingViolin")
@@ -40,8 +41,9 @@ SOURCES = ("video", "audio", "both")
 def generate_store(db: Path, count: int, seed: int = 0) -> int:
     """Fill `db` with `count` synthetic videos; returns the number of segments stored."""
     rng = np.random.default_rng(seed)
-    store = Store(str(db))
-    model_id = store.ensure_model("0" * 64, "bench-model", LABELS, {"tagger.kind": "video"})
+    database = Database(str(db))
+    store = Sink(database)
+    model_id = store.register_model("0" * 64, "bench-model", LABELS, {"tagger.kind": "video"})
     total = 0
     for i in range(count):
         path = f"/archive/{1990 + i % 30}/reel {i // 100:03d}/clip_{i:05d} <{i % 7}>.mp4"
@@ -60,7 +62,7 @@ def generate_store(db: Path, count: int, seed: int = 0) -> int:
         fps = float(rng.choice((25.0, 30000 / 1001, 30.0)))
         store.save_video(VideoResult(path, 1000, i, None, "ok", decoder="pyav", duration=duration, fps=fps,
                                      frames=int(duration * fps), width=1280, height=720, segments=segments), model_id)
-    store.close()
+    database.close()
     return total
 
 

@@ -15,7 +15,8 @@ from tagger.decode import DECODERS, source_class
 from tagger.discover import DiscoveryRules
 from tagger.errors import UsageError, check_choice, check_range
 from tagger.fusion import FusionRules
-from tagger.segments import SegmentRules, check_threshold
+from tagger.segments import SegmentRules
+from tagger.windows import check_hop
 
 ENV_DB = "TAGGER_DB"
 ENV_MODEL = "TAGGER_MODEL"
@@ -76,7 +77,6 @@ class ScanSettings:
     model: str | None = None  # None: the shipped default
     device: str = "auto"  # CUDA when usable, else CPU
     hop: float | None = None  # seconds between window starts; None = one window length
-    threshold: float | None = None  # one threshold for every label; None = the model's own
     segment_rules: SegmentRules = field(default_factory=SegmentRules)
     discovery: DiscoveryRules = field(default_factory=DiscoveryRules)
     batch_size: int = 0  # windows per inference call, gathered across videos; 0 = auto (see model.py)
@@ -99,13 +99,12 @@ class ScanSettings:
         `segments` only re-derives its segments from the stored window scores."""
         return json.dumps({
             "windows": {"hop": self.hop, "streams": self.streams},
-            "segments": {"threshold": self.threshold, **asdict(self.segment_rules), "fusion": asdict(self.fusion)},
+            "segments": {**asdict(self.segment_rules), "fusion": asdict(self.fusion)},  # threshold included
         }, sort_keys=True)
 
     def __post_init__(self) -> None:
         """Every option checked here, so the CLI and library callers get the same one-line errors."""
-        check_range("--hop", self.hop, 0, above=True, note=" seconds")
-        check_threshold(self.threshold)
+        check_hop(self.hop)
         check_range("--batch-size", self.batch_size, 0, MAX_BATCH_SIZE, note=" windows (0 = auto)")
         check_choice("--executor", self.executor, EXECUTORS)
         if self.executor == "ray":

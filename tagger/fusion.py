@@ -8,8 +8,9 @@ The rule (numbers in the README's "Audio" section):
 - a label only the audio model knows (PlayingSitar) is tagged from sound alone at a stricter
   threshold (`audio`).
 
-`fuse_segments` is the one derivation of segments from window scores: the scan calls it on fresh
-scores, the readers (`query --threshold`, `export-csv --threshold`) on stored ones.
+`fuse_segments` is the arithmetic of the one derivation of segments from window scores
+(`tagger.deriver.Deriver`), which the scan applies to fresh scores and the readers (`query
+--threshold`, `export-csv --threshold`) to stored ones.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from tagger.contract import ModelContract
 from tagger.errors import check_range
-from tagger.segments import Segment, SegmentRules, check_threshold, segments_from_mask, smooth_scores
+from tagger.segments import Segment, SegmentRules, segments_from_mask, smooth_scores
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,6 @@ class FusionRules:
 def video_thresholds(contract: ModelContract, threshold: float | None = None) -> dict[str, float]:
     """label -> threshold for every label the video model can tag: `threshold` for all of them
     (`--threshold`), else each label's own threshold from the model."""
-    check_threshold(threshold)
     return {label: threshold if threshold is not None else contract.threshold_for(label)
             for label in contract.tag_labels}
 

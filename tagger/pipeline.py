@@ -1,35 +1,39 @@
-"""The scan: decide what to scan, hand the videos to an executor, store what comes back.
+"""The scan, one way: planner -> executor -> deriver -> sink.
 
-For each video found, the stored state decides: nothing to do, new segments from the stored
-window scores (no decoding), or scan it. A video is claimed in the database before it is handed
-out (`Store.claim`), so scans sharing a database split a tree without duplicates; the claims
-are leases that this scan renews while it runs. Where the per-video step runs is the executor's
-business (`tagger.executors`); each video that comes back is turned into segments and written in
-one transaction, so an interrupted scan loses nothing already finished and the next scan resumes
-where it stopped.
+1. The planner (`tagger.planner`) finds the videos and decides from what is stored what each one
+   needs: nothing, new segments from its stored window scores, or a scan.
+2. The videos to scan become a stream of jobs; each video is claimed (`tagger.claims`) as its job
+   is taken, so scans sharing a database split a tree without duplicates. The executor
+   (`tagger.executors`) runs the per-video step wherever it runs it and streams back each video's
+   window scores or failure.
+3. The deriver (`tagger.deriver`) turns window scores into segments.
+4. The sink (`tagger.sink`) writes each video in one transaction, so an interrupted scan loses
+   nothing already finished and the next scan resumes where it stopped.
+
+Nothing downstream calls back upstream: each stage gets plain values from the one before it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import socket
-import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
+from tagger.claims import Claims, Lease, claim_owner
 from tagger.config import ScanSettings
+from tagger.database import Database
+from tagger.deriver import Deriver
 from tagger.discover import FoundVideo, find_videos, fingerprint
 from tagger.errors import DatabaseError
-from tagger.executors import Executor, make_executor
-from tagger.fusion import fuse_segments, video_thresholds
+from tagger.executors import Executor, Started, make_executor
 from tagger.model import LoadedModel, ScanModels, load_scan_models
-from tagger.schema import StoredVideo, VideoResult
+from tagger.planner import Freshness, job_for, plan_scan
+from tagger.scan_records import record_scan_end, record_scan_start
+from tagger.schema import StoredVideo, VideoResult, stored_videos, video_windows
+from tagger.sink import Sink
 from tagger.step import AUDIO, VIDEO, VideoFailure, VideoJob, VideoScores
-from tagger.store import Store
+
 
 @dataclass
 class ScanSummary:
@@ -63,11 +67,19 @@ class ScanProgress:
     def video_passed(self, path: str) -> None: ...  # not scanned after all: another scan has it
 
 
-class _ClaimedJobs:
-    """The videos left to scan, as the executor's job queue: each is claimed when it is taken."""
+class ClaimedJobs:
+    """The executor's job queue: the videos to scan, each claimed as its job is taken.
 
-    def __init__(self, scanner: Scanner, videos: list[FoundVideo]):
-        self.scanner, self.videos, self.next_id = scanner, list(reversed(videos)), 0
+    A video another scan is decoding (`busy`) or has tagged meanwhile (`current`) is passed over
+    and counted in the summary.
+    """
+
+    def __init__(self, videos: list[FoundVideo], claims: Claims, fresh: Freshness, make_job,
+                 summary: ScanSummary, progress: ScanProgress):
+        self.videos, self.claims, self.fresh, self.make_job = list(reversed(videos)), claims, fresh, make_job
+        self.summary, self.progress = summary, progress
+        self.taken: dict[str, FoundVideo] = {}  # path -> the video as found, for each job handed out
+        self.next_id = 0
 
     def __iter__(self) -> Iterator[VideoJob]:
         return self
@@ -78,85 +90,58 @@ class _ClaimedJobs:
     def __next__(self) -> VideoJob:
         while self.videos:
             video = self.videos.pop()
-            if self.scanner.claim(video):
+            outcome = self.claims.claim(video, self.fresh)
+            if outcome == "claimed":
+                self.taken[video.path] = video
                 self.next_id += 1
-                return self.scanner.job(self.next_id, video)
+                return self.make_job(video, self.next_id)
+            if outcome == "busy":
+                self.summary.elsewhere += 1
+            else:
+                self.summary.skipped += 1
+            self.progress.video_passed(video.path)
         raise StopIteration
 
 
-class _Lease:
-    """Renews this scan's claims every third of the lease while the scan runs."""
+class Scan:
+    """One scan over one database with one executor: the stages above, in order."""
 
-    def __init__(self, store: Store, owner: str, seconds: float):
-        self.store, self.owner, self.seconds = store, owner, seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name="tagger-lease", daemon=True)
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.seconds / 3):
-            try:
-                self.store.renew_claims(self.owner, self.seconds)
-            except Exception:  # noqa: BLE001 - a missed renewal is retried; the lease has slack
-                continue
-
-    def __enter__(self) -> _Lease:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(1)  # a renewal waiting on a locked database must not hold the scan up
-
-
-class Scanner:
-    """Runs one scan: discovery, what each video needs, claims, storage. The executor does the rest."""
-
-    def __init__(self, settings: ScanSettings, store: Store, models: dict[str, LoadedModel], executor: Executor,
+    def __init__(self, settings: ScanSettings, db: Database, loaded: dict[str, LoadedModel], executor: Executor,
                  progress: ScanProgress):
-        self.settings, self.store, self.executor, self.progress = settings, store, executor, progress
-        self.model, self.audio = models[VIDEO], models.get(AUDIO)
+        self.settings, self.db, self.executor, self.progress = settings, db, executor, progress
+        self.model, self.audio = loaded[VIDEO], loaded.get(AUDIO)
+        self.sink = Sink(db)
+        self.window_model_ids, self.model_id = self.sink.register_models(loaded)
         self.tagging_key = settings.tagging_key()
-        self.window_settings = json.loads(self.tagging_key)["windows"]
-        self.thresholds = video_thresholds(self.model.contract, settings.threshold)
-        self.window_model_ids, self.model_id = register_models(store, models)
-        self.owner = claim_owner()
-        self.began = store.now()  # the database's clock, as scanned_at
-        self.in_flight: dict[str, FoundVideo] = {}
+        self.fresh = Freshness(self.model_id, self.tagging_key, settings.force, db.now())  # the database's clock
+        self.deriver = Deriver(self.model.contract, self.audio.contract if self.audio else None,
+                               settings.segment_rules, settings.fusion)
+        self.claims = Claims(db, claim_owner(), settings.lease)
         self.summary = ScanSummary(model=str(self.model.path), audio_model=str(self.audio.path) if self.audio else None,
                                    executor=settings.executor)
 
     def run(self, paths: Sequence[str]) -> ScanSummary:
         began = time.monotonic()
         found = find_videos(paths, self.settings.discovery)
-        known = self.store.known_videos()
-        states = {video.path: self._stored_state(video, known.get(video.path)) for video in found}
-        todo = [video for video in found if states[video.path] == "tag"]
-        resegment = [video for video in found if states[video.path] == "segments"]
-        self.summary.found = len(found)
-        self.summary.skipped = len(found) - len(todo) - len(resegment)
+        with self.db.read() as conn:
+            plan = plan_scan(found, stored_videos(conn), self.fresh)
+        self.summary.found, self.summary.skipped = len(found), plan.current
         options = {k: v for k, v in asdict(self.settings).items() if k != "db"}
-        self.summary.scan_id = self.store.start_scan(list(paths), self.model_id, options, self.owner, claimer_gone)
+        self.summary.scan_id = record_scan_start(self.db, list(paths), self.model_id, options, self.claims.owner)
         status = "interrupted"
-        _RUNNING.add(self.owner)
         failure: BaseException | None = None
         try:
-            with _Lease(self.store, self.owner, self.settings.lease):
-                todo += [video for video in resegment if not self._resegment(video, known[video.path].settings)]
+            with Lease(self.claims):
+                todo = plan.to_tag + [video for video, stored in plan.to_rederive if not self._rederive(video, stored)]
                 self.progress.start(len(todo), self.summary.skipped)
                 if todo:
-                    outcomes = self.executor.outcomes(_ClaimedJobs(self, todo), self._started)
-                    try:
-                        for outcome in outcomes:
-                            self._store(outcome)
-                    finally:
-                        outcomes.close()
+                    self._execute(todo)
                 self.summary.providers = self.executor.providers
                 status = "finished"
         except BaseException as exc:
             failure = exc
             raise
         finally:
-            _RUNNING.discard(self.owner)
             self.summary.interrupted = status != "finished"
             self.summary.wall_seconds = time.monotonic() - began
             # After a database error, no more writes: the claims lapse by themselves and the next
@@ -164,194 +149,97 @@ class Scanner:
             # delay the message. After another failure a refused write must not hide it.
             if not isinstance(failure, DatabaseError):
                 try:
-                    self.store.release_claims(self.owner)
+                    self.claims.release()
                     counts = {"found": self.summary.found, "tagged": self.summary.tagged,
                               "skipped": self.summary.skipped, "failed": len(self.summary.failed),
                               "segments": self.summary.segments, "elsewhere": self.summary.elsewhere}
-                    self.store.finish_scan(self.summary.scan_id, status, counts)
+                    record_scan_end(self.db, self.summary.scan_id, status, counts)
                 except DatabaseError:
                     if failure is None:
                         raise
         return self.summary
 
-    def _stored_state(self, video: FoundVideo, stored: StoredVideo | None) -> str:
-        """What `video` needs: "current" (nothing), "segments" (only the segment settings changed:
-        re-derive its segments from the stored window scores, no decoding) or "tag" (decode and
-        score it).
-
-        Videos stored by schema 1 have no recorded settings: they count as current (re-tagging a
-        whole archive on upgrade would be costly); --force re-tags them, once per scan: a video that
-        another --force scan stored after this one began counts as current.
-        """
-        if stored is None:
-            return "tag"
-        if (stored.size, stored.mtime_ns, stored.model_id, stored.status) != (
-                video.size, video.mtime_ns, self.model_id, "ok"):
-            return "tag"
-        if self.settings.force:
-            return "current" if stored.scanned_at >= self.began else "tag"
-        if stored.settings is None or stored.settings == self.tagging_key:
-            return "current"
+    def _execute(self, todo: list[FoundVideo]) -> None:
+        """Hand the videos to the executor as claimed jobs; derive and store each as it comes back."""
+        contract, audio = self.model.contract, self.audio.contract if self.audio else None
+        jobs = ClaimedJobs(todo, self.claims, self.fresh,
+                           lambda video, job_id: job_for(video, job_id, self.settings, contract, audio),
+                           self.summary, self.progress)
+        events = self.executor.outcomes(jobs)
         try:
-            same_windows = json.loads(stored.settings).get("windows") == self.window_settings
-        except (ValueError, AttributeError):
-            same_windows = False
-        return "segments" if same_windows else "tag"
+            for event in events:
+                if isinstance(event, Started):
+                    self.progress.video_started(event.job.path)
+                else:
+                    self._store(jobs.taken.pop(event.path), event)
+        finally:
+            events.close()
 
-    def claim(self, video: FoundVideo) -> bool:
-        """Claim `video` before it is decoded; False when another scan has it or has just tagged it."""
-        outcome = self.store.claim(video.path, self.owner, self.settings.lease,
-                                   lambda stored: self._stored_state(video, stored) != "current", claimer_gone)
-        if outcome == "claimed":
-            self.in_flight[video.path] = video
-            return True
-        if outcome == "busy":
-            self.summary.elsewhere += 1
-        else:
-            self.summary.skipped += 1
-        self.progress.video_passed(video.path)
-        return False
-
-    def job(self, job_id: int, video: FoundVideo) -> VideoJob:
-        """The per-video step's job for a claimed video."""
-        return VideoJob.for_model(self.model.contract, video.path, job_id=job_id, hop=self.settings.hop,
-                                  decoders=self.settings.decoders,
-                                  audio_contract=self.audio.contract if self.audio else None)
-
-    def _started(self, job: VideoJob) -> None:
-        self.progress.video_started(job.path)
-
-    def _derive(self, seen, heard, starts, ends) -> list:
-        """Segments from window scores, the one way a scan makes them (see tagger.fusion)."""
-        return fuse_segments(seen, heard, starts, ends, self.model.contract.labels, self.thresholds,
-                             self.audio.contract if heard is not None else None,
-                             self.settings.segment_rules, self.settings.fusion.for_model(self.model.contract))
-
-    def _resegment(self, found: FoundVideo, stored_settings: str) -> bool:
-        """New segments for a stored video from its stored window scores; False if it must be decoded
-        (also when another scan re-tagged it since `stored_settings` were read)."""
-        video_model, audio_model = self.window_model_ids[VIDEO], self.window_model_ids.get(AUDIO)
-
-        def derive(by_model: dict) -> list | None:
-            if video_model not in by_model:
-                return None
-            starts, ends, scores = by_model[video_model]
-            heard = by_model[audio_model][2] if audio_model in by_model else None
-            return self._derive(scores, heard, starts, ends)
-
-        derived = self.store.resegment(found.path, (found.size, found.mtime_ns, self.model_id, stored_settings),
-                                       derive, self.tagging_key)
-        if derived is None:
+    def _rederive(self, video: FoundVideo, stored: StoredVideo) -> bool:
+        """New segments for a stored video from its stored window scores, no decoding; False when
+        it must be decoded (its windows are not there, or another scan stored it since the plan)."""
+        with self.db.read() as conn:
+            by_model = video_windows(conn, video.path)
+        seen = by_model.get(self.window_model_ids[VIDEO])
+        if seen is None:
+            return False
+        heard = by_model.get(self.window_model_ids.get(AUDIO))
+        found = self.deriver.segments(seen.starts, seen.ends, seen.scores, heard.scores if heard else None)
+        if not self.sink.replace_segments(video.path, stored, found, self.tagging_key):
             return False
         self.summary.tagged += 1
-        self.summary.segments += len(derived)
+        self.summary.segments += len(found)
         return True
 
-    def _store(self, outcome: VideoScores | VideoFailure) -> None:
-        found = self.in_flight.pop(outcome.path)
+    def _store(self, video: FoundVideo, outcome: VideoScores | VideoFailure) -> None:
         if isinstance(outcome, VideoFailure):
-            self._store_failure(found, outcome.reason)
+            self._store_failure(video, outcome.reason)
             return
         try:
-            now = os.stat(found.path)
-            changed = (now.st_size, now.st_mtime_ns) != (found.size, found.mtime_ns)
+            now = os.stat(video.path)
+            changed = (now.st_size, now.st_mtime_ns) != (video.size, video.mtime_ns)
         except OSError:
             changed = True
         if changed:
-            self._store_failure(found, "the file changed or vanished while it was scanned: scan again once it is complete")
+            self._store_failure(video, "the file changed or vanished while it was scanned: scan again once it is complete")
             return
-        heard = outcome.scores.get(AUDIO)
-        segments = self._derive(outcome.scores[VIDEO], heard, outcome.starts, outcome.ends)
-        info = outcome.info
-        note = outcome.sound_note
-        self.store.save_video(VideoResult(
-            path=found.path, size=found.size, mtime_ns=found.mtime_ns, fingerprint=fingerprint(found.path, found.size),
+        found = self.deriver.segments(outcome.starts, outcome.ends, outcome.scores[VIDEO], outcome.scores.get(AUDIO))
+        info, note = outcome.info, outcome.sound_note
+        self.sink.save_video(VideoResult(
+            path=video.path, size=video.size, mtime_ns=video.mtime_ns, fingerprint=fingerprint(video.path, video.size),
             status="ok", decoder=outcome.decoder, duration=info.duration, fps=info.fps, frames=info.frames,
             width=info.width, height=info.height, window_starts=outcome.starts, window_ends=outcome.ends,
             window_scores={self.window_model_ids[stream]: scores for stream, scores in outcome.scores.items()},
-            segments=segments, settings=self.tagging_key,
+            segments=found, settings=self.tagging_key,
             error=f"sound not used: {note}" if self.audio and note and note != "no audio stream" else None,
         ), self.model_id)
         self.summary.tagged += 1
-        self.summary.segments += len(segments)
+        self.summary.segments += len(found)
         self.summary.video_seconds += info.duration
-        self.progress.video_finished(found.path, info.duration, True)
+        self.progress.video_finished(video.path, info.duration, True)
 
-    def _store_failure(self, found: FoundVideo, reason: str) -> None:
-        self.store.save_video(VideoResult(path=found.path, size=found.size, mtime_ns=found.mtime_ns,
-                                          fingerprint=None, status="failed", error=reason), self.model_id)
-        self.summary.failed.append(VideoFailure(found.path, reason))
-        self.progress.video_finished(found.path, 0.0, False)
-
-
-def _machine() -> str:
-    """Where process ids mean the same as here, as claims name it: host name, boot id and process id
-    namespace (containers on one host may share a host name and the boot id, not the namespace)."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as handle:
-            boot = handle.read().strip()[:8]
-        namespace = os.readlink("/proc/self/ns/pid").strip("pid:[]")
-    except OSError:
-        boot = namespace = "-"
-    return f"{socket.gethostname()}/{boot}/{namespace}"
-
-
-def claim_owner() -> str:
-    """Who this scan is, as its claims record it: machine:pid:random."""
-    return f"{_machine()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-_RUNNING: set[str] = set()  # the owners of the scans running in this process
-
-
-def claimer_gone(owner: str) -> bool:
-    """Whether the scan that wrote `owner` ran on this machine and has ended (its process killed, or
-    an earlier scan of this process that stopped on a database error): its claims are free at once.
-    Other machines' claims are free when their lease expires."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != _machine() or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return owner not in _RUNNING
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
-
-
-def register_models(store: Store, models: dict[str, LoadedModel]) -> tuple[dict[str, int], int]:
-    """Store each model once; returns (stream -> the id its window scores are stored under, the id its
-    tags are stored under: the video model's, or the vision+sound pair's)."""
-    ids = {stream: store.ensure_model(m.sha256, m.name, m.contract.labels, m.contract.to_metadata())
-           for stream, m in models.items()}
-    if AUDIO not in models:
-        return ids, ids[VIDEO]
-    video, audio = models[VIDEO], models[AUDIO]
-    pair = hashlib.sha256(f"{video.sha256}+{audio.sha256}".encode()).hexdigest()
-    pair_id = store.ensure_model(pair, f"{video.name}+{audio.name}", [*video.contract.labels, *audio.contract.labels],
-                                 {"video": video.sha256, "audio": audio.sha256})
-    return ids, pair_id
+    def _store_failure(self, video: FoundVideo, reason: str) -> None:
+        self.sink.save_video(VideoResult(path=video.path, size=video.size, mtime_ns=video.mtime_ns,
+                                         fingerprint=None, status="failed", error=reason), self.model_id)
+        self.summary.failed.append(VideoFailure(video.path, reason))
+        self.progress.video_finished(video.path, 0.0, False)
 
 
 def scan(paths: Sequence[str], settings: ScanSettings, progress: ScanProgress | None = None,
          models: ScanModels | None = None) -> ScanSummary:
-    """Tag every video under `paths` into the database of `settings`; see `Scanner`.
+    """Tag every video under `paths` into the database of `settings`; see `Scan`.
 
     `models`: the vision and sound models, as `load_scan_models(settings)` chooses them (the default).
     """
     models = models or load_scan_models(settings)
-    streams = {VIDEO: models.video, **({AUDIO: models.audio} if models.audio else {})}
-    store = Store(settings.db)
+    loaded = {VIDEO: models.video, **({AUDIO: models.audio} if models.audio else {})}
+    db = Database(settings.db)
     executor = None
     try:
-        executor = make_executor(settings.executor, streams, settings.batch_size,
+        executor = make_executor(settings.executor, loaded, settings.batch_size,
                                  settings.workers, settings.timeout, settings.ray_address, settings.device)
-        return Scanner(settings, store, streams, executor, progress or ScanProgress()).run(paths)
+        return Scan(settings, db, loaded, executor, progress or ScanProgress()).run(paths)
     finally:
         if executor is not None:
             executor.close()
-        store.close()
+        db.close()

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 from rich.text import Text
 
-from tagger.export import printable
+from tagger.escaping import printable
 from tagger.pipeline import ScanProgress, ScanSummary
 
 

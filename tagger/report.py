@@ -21,8 +21,8 @@ from importlib import resources
 from pathlib import Path
 
 from tagger.errors import UsageError
-from tagger.queries import SOURCES, SegmentQuery, select_segments, select_videos
-from tagger.reading import reading
+from tagger.records import reading
+from tagger.selects import SOURCES, SegmentQuery, select_segments, select_videos
 from tagger.thumbnails import ThumbnailRequest, write_thumbnails
 
 PAGE_TEMPLATE = "report_page.html"
@@ -100,7 +100,7 @@ def report_data(stored, rows, thumbnails: int, thumbs: Path) -> tuple[dict, list
 
     `stored` are `select_videos` rows, `rows` `select_segments` rows (path order). A segment is
     `[label index, start, end, score, evidence index, thumbnail or null]`; evidence indexes
-    `tagger.queries.SOURCES` (video: seen, audio: heard, both).
+    `tagger.selects.SOURCES` (video: seen, audio: heard, both).
     """
     labels = sorted({row.label for row in rows})
     label_index = {label: i for i, label in enumerate(labels)}

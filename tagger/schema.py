@@ -1,12 +1,13 @@
 """The database schema: its tables, their row types and the migrations between versions.
 
-`tagger.store` opens a database with this schema and runs every query on it.
+`tagger.database` opens a database with this schema; the selects here are what the planner and
+the claims read of a stored video, and the one way stored window rows become arrays.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -178,3 +179,46 @@ class VideoResult:
 def decode_scores(blob: bytes) -> np.ndarray:
     """Window scores as stored -> (K,) float32."""
     return np.frombuffer(blob, dtype="<f4")
+
+
+_STORED_VIDEO = sa.select(videos.c.path, videos.c.size, videos.c.mtime_ns, videos.c.model_id, videos.c.status,
+                          videos.c.settings, videos.c.scanned_at)
+
+
+def stored_videos(conn: sa.Connection) -> dict[str, StoredVideo]:
+    """path -> what is stored about it, for every stored video."""
+    return {row.path: StoredVideo(*row[1:]) for row in conn.execute(_STORED_VIDEO)}
+
+
+def stored_video(conn: sa.Connection, path: str) -> StoredVideo | None:
+    """What is stored about the video at `path` now, or None."""
+    row = conn.execute(_STORED_VIDEO.where(videos.c.path == path)).one_or_none()
+    return StoredVideo(*row[1:]) if row is not None else None
+
+
+@dataclass(frozen=True)
+class WindowArrays:
+    """One model's stored windows of one video, as arrays."""
+
+    starts: np.ndarray  # (W,) seconds
+    ends: np.ndarray  # (W,) seconds
+    scores: np.ndarray  # (W, K) float32
+
+
+def group_windows(rows: Iterable) -> dict[int, WindowArrays]:
+    """model id -> its windows, from one video's stored window rows (with model_id, start, end,
+    scores) in time order; the one place stored windows become arrays."""
+    by_model: dict[int, list] = {}
+    for row in rows:
+        by_model.setdefault(row.model_id, []).append(row)
+    return {model_id: WindowArrays(np.array([r.start for r in mine]), np.array([r.end for r in mine]),
+                                   np.stack([decode_scores(r.scores) for r in mine]))
+            for model_id, mine in by_model.items()}
+
+
+def video_windows(conn: sa.Connection, path: str) -> dict[int, WindowArrays]:
+    """model id -> the stored windows of the video at `path` (empty when none are stored)."""
+    return group_windows(conn.execute(
+        sa.select(windows.c.model_id, windows.c.start, windows.c.end, windows.c.scores)
+        .join(videos, videos.c.id == windows.c.video_id).where(videos.c.path == path)
+        .order_by(windows.c.model_id, windows.c.start)))

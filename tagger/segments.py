@@ -1,12 +1,12 @@
 """Window scores -> smoothing -> thresholds -> merged time segments, per label.
 
-Pure functions over arrays: the scan calls them once per video, and a query can call them again
-on stored window scores with other thresholds, without decoding anything.
+Pure functions over arrays, used by the one derivation (`tagger.deriver`): the scan calls it once
+per video, and a query can call it again on stored window scores with other thresholds, without
+decoding anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,20 +17,17 @@ from tagger.errors import check_range
 MAX_WINDOWS = 10_000  # smoothing or gap widths beyond this are typing mistakes, not settings
 
 
-def check_threshold(value: float | None) -> None:
-    """Raise UsageError unless a --threshold is a score between 0 and 1 (None: the model's own)."""
-    check_range("--threshold", value, 0, 1)
-
-
 @dataclass(frozen=True)
 class SegmentRules:
     """How window scores become segments."""
 
+    threshold: float | None = None  # one threshold for every label; None = each label's own, from the model
     smooth: int = 1  # moving-average width in windows; 1 = raw scores
     min_duration: float = 0.0  # seconds; shorter segments are dropped
     max_gap: int = 1  # windows below threshold bridged inside one segment: one dip does not split a performance
 
     def __post_init__(self) -> None:
+        check_range("--threshold", self.threshold, 0, 1)
         check_range("--smooth", self.smooth, 1, MAX_WINDOWS, note=" windows (1 = off)")
         check_range("--min-duration", self.min_duration, 0, note=" seconds")
         check_range("--max-gap", self.max_gap, 0, MAX_WINDOWS, note=" windows")
@@ -100,33 +97,3 @@ def segments_from_mask(
             source = "both" if "both" in found else "video" if "video" in found else "audio"
         segments.append(Segment(label, start, end, float(run.mean()), float(run.max()), source))
     return segments
-
-
-def merge_segments(
-    scores: np.ndarray,
-    starts: np.ndarray,
-    ends: np.ndarray,
-    labels: Sequence[str],
-    thresholds: Mapping[str, float],
-    rules: SegmentRules = SegmentRules(),
-) -> list[Segment]:
-    """Segments of every label in `thresholds` whose (smoothed) window score reaches its threshold.
-
-    Args:
-        scores: (W, K) window scores, columns in `labels` order.
-        starts, ends: (W,) window times in seconds.
-        labels: the model's K labels.
-        thresholds: label -> threshold; labels absent here (the background) never become segments.
-        rules: smoothing, minimum duration and gap tolerance.
-
-    Returns:
-        Segments sorted by label, then start.
-    """
-    smoothed = smooth_scores(np.asarray(scores, dtype=np.float64), rules.smooth)
-    segments = []
-    for column, label in enumerate(labels):
-        if label in thresholds:
-            column_scores = smoothed[:, column]
-            segments += segments_from_mask(label, column_scores >= thresholds[label], column_scores,
-                                           starts, ends, rules)
-    return sorted(segments, key=lambda s: (s.label, s.start))

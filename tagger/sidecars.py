@@ -25,7 +25,7 @@ OTIO_EXTRA = "pip install 'tagger[otio]'"
 
 @dataclass(frozen=True)
 class VideoTags:
-    """One video's segments (records from `tagger.reading.segment_records`), in time order."""
+    """One video's segments (records from `tagger.records.segment_records`), in time order."""
 
     path: str
     duration: float

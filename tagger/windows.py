@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tagger.errors import check_range
+
 EPS = 1e-6  # seconds; absorbs float noise in timestamps
 
 
@@ -30,6 +32,12 @@ class WindowPlan:
     def needed_frames(self) -> np.ndarray:
         """Sorted unique frame indices: each is decoded once even when windows overlap."""
         return np.unique(self.frame_indices)
+
+
+def check_hop(hop: float | None) -> None:
+    """Raise UsageError unless `hop` (seconds between window starts) is positive; None (one window
+    length) passes. The one check: a plan is only ever made with a hop that passed it."""
+    check_range("--hop", hop, 0, above=True, note=" seconds")
 
 
 def window_starts(duration: float, window: float, hop: float) -> np.ndarray:
@@ -57,15 +65,13 @@ def plan_windows(
         duration: seconds from the first frame's start to the last frame's end.
         clip_len: frames per window (the model's T).
         frame_interval: seconds between sampled frames (`frame_step / fps` of the model).
-        hop: seconds between window starts; None means one window length (no overlap).
+        hop: seconds between window starts, positive (`check_hop`); None means one window length.
 
     Returns:
         The plan; every sample time maps to the frame being shown at that time.
     """
     window = clip_len * frame_interval
     hop = window if hop is None else hop
-    if hop <= 0:
-        raise ValueError(f"hop must be positive, got {hop}")
     starts = window_starts(duration, window, hop)
     indices = frames_on_screen(timestamps, duration, starts, clip_len, frame_interval)
     ends = np.minimum(starts + window, duration)

@@ -13,9 +13,13 @@ from pathlib import Path
 import pytest
 
 from synthetic import BLUE, GREEN, RED, solid, write_video
+from tagger.claims import Claims, claim_owner, claimer_gone
 from tagger.cli import app
-from tagger.pipeline import claim_owner, claimer_gone
-from tagger.store import Store
+from tagger.database import Database
+from tagger.discover import FoundVideo
+from tagger.planner import Freshness
+from tagger.schema import VideoResult, stored_videos
+from tagger.sink import Sink
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -30,33 +34,47 @@ def db(request, tmp_path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
-def _always(stored) -> bool:
-    return True
+VIDEO = FoundVideo("/v/a.mp4", 1000, 1)
+KEY = json.dumps({"windows": {"hop": None, "streams": "video"}, "segments": {}})
+
+
+def _fresh(db: Database) -> Freshness:
+    """The rule of a scan with model 1 and settings KEY."""
+    return Freshness(Sink(db).register_model("ab" * 32, "m", ["A"], {}), KEY)
 
 
 def test_a_live_claim_keeps_other_scans_off_until_its_lease_expires(db):
-    store = Store(db)
+    store = Database(db)
     try:
-        assert store.claim("/v/a.mp4", ELSEWHERE, 1.0, _always) == "claimed"
-        assert store.claim("/v/a.mp4", "me/1:1:1", 60, _always) == "busy"
-        store.renew_claims(ELSEWHERE, 1.5)
+        fresh = _fresh(store)
+        there, here = Claims(store, ELSEWHERE, 1.0), Claims(store, "me/1:1:1", 60)
+        assert there.claim(VIDEO, fresh) == "claimed"
+        assert here.claim(VIDEO, fresh) == "busy"
+        there.lease = 1.5
+        there.renew()
         time.sleep(1.0)
-        assert store.claim("/v/a.mp4", "me/1:1:1", 60, _always) == "busy"  # renewed: still live
+        assert here.claim(VIDEO, fresh) == "busy"  # renewed: still live
         time.sleep(0.7)
-        assert store.claim("/v/a.mp4", "me/1:1:1", 60, _always) == "claimed"  # its claimer stopped renewing
-        assert store.claim("/v/a.mp4", ELSEWHERE, 60, _always) == "busy"
-        store.release_claims("me/1:1:1")
-        assert store.claim("/v/a.mp4", ELSEWHERE, 60, _always) == "claimed"
+        assert here.claim(VIDEO, fresh) == "claimed"  # its claimer stopped renewing
+        there.lease = 60
+        assert there.claim(VIDEO, fresh) == "busy"
+        here.release()
+        assert there.claim(VIDEO, fresh) == "claimed"
     finally:
         store.close()
 
 
 def test_a_video_tagged_meanwhile_is_not_claimed(db):
-    store = Store(db)
+    store = Database(db)
     try:
-        assert store.claim("/v/a.mp4", ELSEWHERE, 60, lambda stored: stored is None) == "claimed"
-        store.release_claims(ELSEWHERE)
-        assert store.claim("/v/a.mp4", "me/1:1:1", 60, lambda stored: False) == "current"
+        fresh = _fresh(store)
+        there = Claims(store, ELSEWHERE, 60)
+        assert there.claim(VIDEO, fresh) == "claimed"
+        Sink(store).save_video(VideoResult(VIDEO.path, VIDEO.size, VIDEO.mtime_ns, None, "ok", settings=KEY),
+                               fresh.model_id)  # stored by that scan: its claim is released
+        assert Claims(store, "me/1:1:1", 60).claim(VIDEO, fresh) == "current"
+        changed = FoundVideo(VIDEO.path, VIDEO.size + 1, VIDEO.mtime_ns)  # the file changed since: scan it again
+        assert Claims(store, "me/1:1:1", 60).claim(changed, fresh) == "claimed"
     finally:
         store.close()
 
@@ -69,10 +87,11 @@ def test_claims_of_a_dead_scan_on_this_machine_are_free_at_once(tmp_path):
     assert not claimer_gone(f"{machine}:{os.getppid()}:cafe0001")  # a live process of this machine
     assert claimer_gone(claim_owner())  # an earlier scan of this process that is not running now
     assert not claimer_gone(ELSEWHERE)  # another machine: wait for its lease
-    store = Store(str(tmp_path / "t.db"))
+    store = Database(str(tmp_path / "t.db"))
     try:
-        assert store.claim("/v/a.mp4", owner, 600, _always) == "claimed"
-        assert store.claim("/v/a.mp4", claim_owner(), 60, _always, claimer_gone) == "claimed"
+        fresh = _fresh(store)
+        assert Claims(store, owner, 600).claim(VIDEO, fresh) == "claimed"
+        assert Claims(store, claim_owner(), 60).claim(VIDEO, fresh) == "claimed"
     finally:
         store.close()
 
@@ -102,9 +121,10 @@ def test_two_scans_on_one_database_tag_every_video_exactly_once(db, tree, colour
     assert sorted(opened) == videos  # each video decoded once, by one of the two scans
     assert sum(s["tagged"] for s in summaries) == 12
     assert all(s["tagged"] > 0 for s in summaries), summaries  # the tree was shared out, not done twice
-    store = Store(db, create=False)
+    store = Database(db, create=False)
     try:
-        known = store.known_videos()
+        with store.read() as conn:
+            known = stored_videos(conn)
     finally:
         store.close()
     assert sorted(known) == videos and {v.status for v in known.values()} == {"ok"}
@@ -206,13 +226,13 @@ def test_scans_registering_one_model_at_once_all_get_its_id(db):
     """Several scans starting together each register the models: one row, the same id for all."""
     import threading
 
-    stores = [Store(db) for _ in range(8)]
+    stores = [Database(db) for _ in range(8)]
     start, ids, errors = threading.Barrier(len(stores)), [], []
 
     def register(store):
         start.wait()
         try:
-            ids.append(store.ensure_model("ab" * 32, "m", ["A"], {}))
+            ids.append(Sink(store).register_model("ab" * 32, "m", ["A"], {}))
         except Exception as exc:  # noqa: BLE001 - collected for the assertion
             errors.append(exc)
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from synthetic import BLUE, GREEN, GREY, RED, solid, timeline, write_loudness_model, write_video
 from tagger.cli import app
-from tagger.store import database_url
+from tagger.database import database_url
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import tagger.progress
-import tagger.store
+import tagger.database
 from synthetic import BLUE, GREEN, RED, solid, write_video
 from tagger.cli import app
 
@@ -71,7 +71,7 @@ def _lock_after_first_video(monkeypatch, db: Path, held: list) -> None:
 def test_a_write_lock_held_too_long_mid_scan_is_exit_5_and_the_rest_is_scanned_next_time(
         five_videos, colour_model, runner, tmp_path, monkeypatch):
     db = tmp_path / "t.db"
-    monkeypatch.setattr(tagger.store, "LOCK_WAIT_MS", 300)
+    monkeypatch.setattr(tagger.database, "LOCK_WAIT_MS", 300)
     held: list = []
     _lock_after_first_video(monkeypatch, db, held)
     result = runner.invoke(app, ["scan", str(five_videos), "--db", str(db), "--model", str(colour_model),
@@ -92,16 +92,16 @@ def test_a_write_lock_held_too_long_mid_scan_is_exit_5_and_the_rest_is_scanned_n
 
 def test_a_full_disk_mid_scan_is_exit_5_with_one_line(five_videos, colour_model, runner, tmp_path, monkeypatch):
     db = tmp_path / "t.db"
-    configure = tagger.store._configure_sqlite
+    configure = tagger.database._configure_sqlite
 
     def small_disk(engine):  # a disk that fills up after a few pages, as SQLite sees it
         configure(engine)
 
-        @tagger.store.event.listens_for(engine, "connect")
+        @tagger.database.event.listens_for(engine, "connect")
         def _limit(dbapi_connection, _record):
             dbapi_connection.execute("PRAGMA max_page_count = 14")
 
-    monkeypatch.setattr(tagger.store, "_configure_sqlite", small_disk)
+    monkeypatch.setattr(tagger.database, "_configure_sqlite", small_disk)
     result = runner.invoke(app, ["scan", str(five_videos), "--db", str(db), "--model", str(colour_model)])
     assert result.exit_code == 5, result.output
     assert result.stderr.strip().splitlines()[-1] == (

@@ -201,7 +201,23 @@ def test_a_very_wide_video_is_refused_with_the_reason_not_decoded_huge(colour_mo
 
 
 @pytest.mark.parametrize("size", [(640, 480), (1920, 1080), (3840, 2160), (720, 1280), (5120, 1440), (7680, 4320)])
-def test_ordinary_frame_sizes_are_decoded(size):
-    from tagger.decode import check_frame_size
+def test_ordinary_frame_sizes_are_decoded(size, tmp_path):
+    """Two frames of each size, up to 8K, open with each decoder and come out scaled to the short
+    side, aspect ratio kept, with the video's colour."""
+    from tagger.decode import open_video, scaled_size
 
-    check_frame_size(*size, 224)  # no error
+    width, height = size
+    video = write_video(tmp_path / "frames.mkv", 2 / 25, size=size, codec="ffv1", colour_at=solid(RED))
+    for decoder in ("pyav", "decord"):
+        source = open_video(str(video), 224, (decoder,))
+        try:
+            assert (source.info.width, source.info.height, source.info.frames) == (width, height, 2)
+            frames = list(source.read([0, 1]))
+        finally:
+            source.close()
+        out_w, out_h = scaled_size(width, height, 224)
+        assert [index for index, _ in frames] == [0, 1]
+        for _, frame in frames:
+            assert frame.shape == (out_h, out_w, 3), decoder
+            centre = frame[out_h // 2, out_w // 2].astype(int)
+            assert abs(centre - RED).max() <= 12, (decoder, centre)

@@ -53,7 +53,7 @@ def test_query_numeric_options_are_checked_with_their_range(args, message, tmp_p
 def test_settings_objects_check_their_own_options():
     from tagger.config import ScanSettings
     from tagger.fusion import FusionRules
-    from tagger.queries import SegmentQuery
+    from tagger.selects import SegmentQuery
     from tagger.segments import SegmentRules
 
     for build in (lambda: ScanSettings(db="x", batch_size=-3), lambda: ScanSettings(db="x", timeout=0),
@@ -83,7 +83,7 @@ def test_each_default_and_rule_has_one_home():
 
 
 def test_failed_rows_cross_modules_as_named_types(red_grey_blue_video, colour_model, tmp_path, runner):
-    from tagger.reading import failed_videos, video_timeline
+    from tagger.records import failed_videos, video_timeline
 
     bad = tmp_path / "bad.avi"
     bad.write_bytes(b"not a video at all" * 100)

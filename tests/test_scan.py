@@ -232,27 +232,27 @@ def test_a_video_retagged_by_another_scan_meanwhile_is_not_resegmented_from_its_
     import subprocess
     import sys
 
-    from tagger.store import Store
+    import tagger.pipeline
 
     db = tmp_path / "tags.db"
     _scan(runner, red_grey_blue_video, "--db", db, "--model", colour_model)
-    known_videos = Store.known_videos
+    stored_videos = tagger.pipeline.stored_videos
 
-    def then_another_scan(self):  # right after this scan looked, another one re-tags with other windows
-        known = known_videos(self)
+    def then_another_scan(conn):  # right after this scan looked, another one re-tags with other windows
+        known = stored_videos(conn)
         subprocess.run([sys.executable, "-m", "tagger.cli", "scan", str(red_grey_blue_video), "--db", str(db),
                         "--model", str(colour_model), "--hop", "0.5", "--streams", "video", "-q"], check=True)
         assert _rows(db, "select count(*) from windows") == [(19,)]
         return known
 
-    monkeypatch.setattr(Store, "known_videos", then_another_scan)
+    monkeypatch.setattr(tagger.pipeline, "stored_videos", then_another_scan)
     _, summary = _scan(runner, red_grey_blue_video, "--db", db, "--model", colour_model, "--threshold", "0.3")
     assert summary["tagged"] == 1
     # Decoded again with this scan's settings, not re-derived from the other scan's windows.
     assert _rows(db, "select count(*) from windows") == [(10,)]
     assert json.loads(_rows(db, "select settings from videos")[0][0])["windows"]["hop"] is None
     fresh = tmp_path / "fresh.db"
-    monkeypatch.setattr(Store, "known_videos", known_videos)
+    monkeypatch.setattr(tagger.pipeline, "stored_videos", stored_videos)
     _scan(runner, red_grey_blue_video, "--db", fresh, "--model", colour_model, "--threshold", "0.3")
     segments_sql = "select label, start, end, round(score, 6) from segments order by label, start"
     assert _rows(db, segments_sql) == _rows(fresh, segments_sql)

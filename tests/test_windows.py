@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tagger.windows import plan_windows, window_starts
+from tagger.windows import check_hop, plan_windows, window_starts
 
 
 def test_windows_tile_the_video_and_the_last_is_shifted_to_the_end():
@@ -46,5 +46,11 @@ def test_needed_frames_are_unique_even_when_windows_overlap():
 
 
 def test_hop_must_be_positive():
-    with pytest.raises(ValueError, match="hop must be positive"):
-        plan_windows(np.arange(10) / 10, 1.0, 2, 0.1, hop=0)
+    from tagger.errors import UsageError
+
+    for hop in (0, -1.5):
+        with pytest.raises(UsageError) as caught:
+            check_hop(hop)
+        assert str(caught.value) == f"--hop must be greater than 0 seconds, got {hop:g}"
+    check_hop(None)  # one window length
+    check_hop(0.25)

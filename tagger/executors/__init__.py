@@ -1,14 +1,17 @@
 """Executors: where the per-video step (`tagger.step`) runs, behind one small interface.
 
-The scan hands an executor a queue of jobs and reads back each video's outcome (its window scores
-or a failure) as soon as it is ready; it never sees how the executor gets there. `local` runs the
-step in decoder processes on this machine, `ray` in actors on a Ray cluster.
+The scan hands an executor a stream of plain jobs and reads back, in one stream, when each video
+starts (`Started`) and its outcome (its window scores or a failure) as soon as it is ready; it
+never sees how the executor gets there, and the executor knows nothing of the scan, the database
+or the terminal. `local` runs the step in decoder processes on this machine, `ray` in actors on a
+Ray cluster.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from tagger.config import EXECUTORS
@@ -18,12 +21,19 @@ from tagger.step import AUDIO, Outcome, VideoJob
 
 
 class JobQueue(Protocol):
-    """The videos left to scan: `next()` hands out the next job (claiming its video first), `len()`
-    says how many at most are left."""
+    """The jobs to run, taken one at a time as there is room (the scan claims each video as its job
+    is taken); `len()` says how many at most are left."""
 
     def __iter__(self) -> Iterator[VideoJob]: ...
     def __next__(self) -> VideoJob: ...
     def __len__(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Started:
+    """The executor began the per-video step of `job`."""
+
+    job: VideoJob
 
 
 class Executor(ABC):
@@ -39,10 +49,10 @@ class Executor(ABC):
         self.models, self.batch_size, self.workers, self.timeout = dict(models), batch_size, workers, timeout
 
     @abstractmethod
-    def outcomes(self, jobs: JobQueue, started: Callable[[VideoJob], None]) -> Iterator[Outcome]:
-        """Pull jobs while there is room, call `started(job)` as each begins, yield outcomes as they
-        finish (in any order). A video that crashes or hangs its worker comes back as a VideoFailure;
-        the other videos go on."""
+    def outcomes(self, jobs: JobQueue) -> Iterator[Started | Outcome]:
+        """Take jobs while there is room, yield `Started(job)` as each begins and its outcome as it
+        finishes (in any order). A video that crashes or hangs its worker comes back as a
+        VideoFailure; the other videos go on."""
 
     @property
     def providers(self) -> list[str]:
@@ -74,7 +84,7 @@ def make_executor(name: str, models: Mapping[str, LoadedModel], batch_size: int,
 
         return LocalExecutor(models, batch_size, workers, timeout)
     if name == "ray":
-        from tagger.executors.ray_actors import RayExecutor
+        from tagger.executors.ray_executor import RayExecutor
 
         return RayExecutor(models, batch_size, workers, timeout, ray_address, device)
     raise UsageError(f"unknown --executor {name!r}: choose one of {', '.join(EXECUTORS)}")

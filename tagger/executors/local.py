@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
@@ -26,7 +26,7 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from tagger.config import default_workers, usable_cores
-from tagger.executors import Executor, JobQueue, batch_sizes
+from tagger.executors import Executor, JobQueue, Started, batch_sizes
 from tagger.step import Failed, Inputs, Outcome, ScoreSheet, VideoFailure, VideoJob, decode_windows, score_in_batches
 
 
@@ -177,11 +177,11 @@ class LocalExecutor(Executor):
         super().__init__(models, batch_size, workers or default_workers(), timeout)
         self.batch_sizes = batch_sizes(self.models, batch_size)
 
-    def outcomes(self, jobs: JobQueue, started: Callable[[VideoJob], None]) -> Iterator[Outcome]:
+    def outcomes(self, jobs: JobQueue) -> Iterator[Started | Outcome]:
         context = mp.get_context("spawn")  # never fork a process that holds onnxruntime threads
         self._sheets: dict[int, ScoreSheet] = {}
         self._pending: dict[str, list[_Pending]] = {stream: [] for stream in self.models}
-        self._done: deque[Outcome] = deque()
+        self._done: deque[Started | Outcome] = deque()
         decoders = [_Decoder(context) for _ in range(max(1, min(self.workers, len(jobs))))]
         queue = iter(jobs)
         exhausted = False
@@ -199,7 +199,7 @@ class LocalExecutor(Executor):
                         job = replace(job, threads=decoder_threads(decoders, len(jobs)))
                         self._sheets[job.job_id] = ScoreSheet(job.path, {s: len(self.models[s].contract.labels)
                                                                          for s in job.streams})
-                        started(job)
+                        self._done.append(Started(job))
                         decoder.assign(job)
                 _grant_blocked(decoders, time.monotonic() - handing_out - (clock.paused - held))
                 waiting = any(self._pending.values())

@@ -1,9 +1,10 @@
-"""The database: opening it, creating and migrating its schema, and every query (SQLite by default,
-any SQLAlchemy URL accepted; the tables themselves are in `tagger.schema`).
+"""The database: opening it (SQLite by default, any SQLAlchemy URL accepted), creating and
+migrating its schema, and its transactions. The tables are in `tagger.schema`; what is written
+where: `tagger.sink` (a scan's videos), `tagger.claims` (who is decoding what), `tagger.scan_records`
+(the scans table); the read side's queries are in `tagger.selects`.
 
-A video's rows are replaced in one transaction, so a scan killed at any moment leaves each video
-either fully old or fully new. SQLite runs in WAL mode, so queries work while a scan writes.
-All statements use bound parameters; no SQL is built from user text.
+SQLite runs in WAL mode, so readers work while a scan writes; writes take the lock up front
+(BEGIN IMMEDIATE), so concurrent scans queue instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -11,31 +12,15 @@ from __future__ import annotations
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from itertools import groupby
 from pathlib import Path
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from tagger.errors import DatabaseError
-from tagger.schema import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    StoredVideo,
-    VideoResult,
-    claims,
-    decode_scores,
-    meta_table,
-    metadata,
-    models,
-    scans,
-    segments,
-    videos,
-    windows,
-)
+from tagger.schema import MIGRATIONS, SCHEMA_VERSION, meta_table, metadata
 
 LOCK_WAIT_MS = 60_000  # how long a write waits for another process's lock (SQLite; PostgreSQL rows)
 SCHEMA_LOCK = 0x7461676765  # PostgreSQL advisory lock held while the schema is created or migrated
@@ -60,7 +45,7 @@ def database_url(target: str) -> str:
     return f"sqlite:///{path}"
 
 
-class Store:
+class Database:
     """An open database with the tagger schema, created or migrated on open."""
 
     def __init__(self, target: str, create: bool = True):
@@ -202,174 +187,16 @@ class Store:
         except sa.exc.OperationalError as exc:
             raise DatabaseError(f"cannot read database {self.target}: {_reason(exc)}") from exc
 
-    def ensure_model(self, sha256: str, name: str, labels: Sequence[str], meta: dict) -> int:
-        """The id of the model with `sha256`, adding it on first use."""
-        with self.write() as conn:  # scans starting together on PostgreSQL may add it at once: one wins
-            conn.execute(_insert_ignoring_conflict(conn, models, "sha256")
-                         .values(sha256=sha256, name=name, labels=list(labels), meta=meta))
-            return conn.execute(sa.select(models.c.id).where(models.c.sha256 == sha256)).scalar_one()
-
-    def known_videos(self) -> dict[str, StoredVideo]:
-        """path -> what is stored about it, for every stored video."""
-        with self.read() as conn:
-            return {row.path: StoredVideo(*row[1:]) for row in conn.execute(_STORED_VIDEO)}
-
-    def claim(self, path: str, owner: str, lease: float, needs_scan: Callable[[StoredVideo | None], bool],
-              gone: Callable[[str], bool] = lambda owner: False) -> str:
-        """Claim `path` for `owner` for `lease` seconds, before decoding it.
-
-        In one transaction: a claim of another owner that has neither expired nor is `gone` (known
-        dead) wins ("busy"); else the video as stored now
-        is passed to `needs_scan`, and if another scan has tagged it meanwhile nothing is claimed
-        ("current"); else the claim is taken or renewed ("claimed"). On PostgreSQL a claim row
-        another transaction is deciding on is skipped (FOR UPDATE SKIP LOCKED) and a race to insert
-        is settled by the primary key, so two machines never both claim one video.
-        """
-        with self.write() as conn:
-            now = _database_time(conn)
-            held = conn.execute(sa.select(claims.c.owner, claims.c.expires_at).where(claims.c.path == path)
-                                .with_for_update()).one_or_none()
-            if held is not None and held.owner != owner and held.expires_at > now and not gone(held.owner):
-                return "busy"
-            stored = conn.execute(_STORED_VIDEO.where(videos.c.path == path)).one_or_none()
-            if not needs_scan(StoredVideo(*stored[1:]) if stored else None):
-                return "current"
-            expires = now + lease
-            if held is not None:
-                conn.execute(sa.update(claims).where(claims.c.path == path).values(owner=owner, expires_at=expires))
-                return "claimed"
-            inserted = conn.execute(_insert_ignoring_conflict(conn, claims, "path")
-                                    .values(path=path, owner=owner, expires_at=expires)
-                                    .returning(claims.c.path)).first()
-            return "claimed" if inserted is not None else "busy"
-
     def now(self) -> float:
-        """Seconds since the epoch by the database's clock (see _database_time)."""
+        """Seconds since the epoch by the database's clock (see database_time)."""
         with self.read() as conn:
-            return _database_time(conn)
-
-    def renew_claims(self, owner: str, lease: float) -> None:
-        """Extend every claim of `owner` to `lease` seconds from now, and record that it is alive."""
-        with self.write() as conn:
-            now = _database_time(conn)
-            conn.execute(sa.update(claims).where(claims.c.owner == owner).values(expires_at=now + lease))
-            conn.execute(sa.update(scans).where(scans.c.owner == owner, scans.c.status == "running")
-                         .values(alive_at=now))
-
-    def release_claims(self, owner: str) -> None:
-        """Drop every claim `owner` still holds (videos it did not finish)."""
-        with self.write() as conn:
-            conn.execute(sa.delete(claims).where(claims.c.owner == owner))
-
-    def save_video(self, result: VideoResult, model_id: int) -> None:
-        """Replace everything stored for `result.path` in one transaction.
-
-        A failure for an unchanged file keeps the tags of its last good scan: they still describe it.
-        """
-        with self.write() as conn:
-            old = conn.execute(
-                sa.select(videos.c.id, videos.c.size, videos.c.mtime_ns).where(videos.c.path == result.path)
-            ).one_or_none()
-            keep_old_tags = (
-                result.status != "ok" and old is not None and (old.size, old.mtime_ns) == (result.size, result.mtime_ns)
-            )
-            values = {
-                "size": result.size, "mtime_ns": result.mtime_ns, "fingerprint": result.fingerprint,
-                "status": result.status, "error": result.error, "scanned_at": _database_time(conn),
-                "model_id": model_id,
-            }
-            if not keep_old_tags:
-                values.update(
-                    decoder=result.decoder, duration=result.duration, fps=result.fps, frames=result.frames,
-                    width=result.width, height=result.height, settings=result.settings,
-                )
-            if old is None:
-                video_id = conn.execute(sa.insert(videos).values(path=result.path, **values)).inserted_primary_key[0]
-            else:
-                video_id = old.id
-                conn.execute(sa.update(videos).where(videos.c.id == video_id).values(**values))
-                if not keep_old_tags:
-                    conn.execute(sa.delete(windows).where(windows.c.video_id == video_id))
-                    conn.execute(sa.delete(segments).where(segments.c.video_id == video_id))
-            for window_model, scores in (result.window_scores or {}).items() if result.status == "ok" else ():
-                conn.execute(sa.insert(windows), [
-                    {"video_id": video_id, "model_id": window_model, "start": float(s), "end": float(e),
-                     "scores": row.tobytes()}
-                    for s, e, row in zip(result.window_starts, result.window_ends, np.asarray(scores, dtype="<f4"))
-                ])
-            if result.status == "ok":
-                _insert_segments(conn, video_id, model_id, result.segments)
-            conn.execute(sa.delete(claims).where(claims.c.path == result.path))  # stored: free for later scans
-
-    def resegment(self, path: str, expect: tuple[int, int, int, str], derive: Callable[[dict], list | None],
-                  settings: str) -> list | None:
-        """Replace one video's segments with new ones derived from its stored window scores.
-
-        In one transaction: `derive({model_id: (starts, ends, scores (W, K))})` gets the video's
-        windows and returns its segments; they replace the stored ones and `settings` is recorded.
-        Returns the segments, or None with nothing written when `derive` returns None or the video
-        is no longer stored as tagged with `expect` = (size, mtime_ns, model_id, settings): another
-        scan may have re-tagged it, with other windows, since the caller looked.
-        """
-        with self.write() as conn:
-            row = conn.execute(
-                sa.select(videos.c.id, videos.c.size, videos.c.mtime_ns, videos.c.model_id, videos.c.settings,
-                          videos.c.status)
-                .where(videos.c.path == path)
-            ).one_or_none()
-            if row is None or (row.size, row.mtime_ns, row.model_id, row.settings, row.status) != (*expect, "ok"):
-                return None
-            stored = conn.execute(
-                sa.select(windows.c.model_id, windows.c.start, windows.c.end, windows.c.scores)
-                .where(windows.c.video_id == row.id).order_by(windows.c.model_id, windows.c.start)
-            ).all()
-            by_model = {}
-            for window_model, group in groupby(stored, key=lambda w: w.model_id):
-                group = list(group)
-                by_model[window_model] = (np.array([w.start for w in group]), np.array([w.end for w in group]),
-                                          np.stack([decode_scores(w.scores) for w in group]))
-            derived = derive(by_model)
-            if derived is None:
-                return None
-            conn.execute(sa.delete(segments).where(segments.c.video_id == row.id))
-            _insert_segments(conn, row.id, row.model_id, derived)
-            conn.execute(sa.update(videos).where(videos.c.id == row.id).values(settings=settings,
-                                                                               scanned_at=_database_time(conn)))
-            return derived
-
-    def start_scan(self, roots: Sequence[str], model_id: int, options: dict, owner: str,
-                   gone: Callable[[str], bool]) -> int:
-        """Record that a scan began; returns its id. Scans still recorded as running whose process
-        is `gone`, or that stopped renewing their claims three leases ago, were killed: they are
-        recorded as interrupted."""
-        with self.write() as conn:
-            now = _database_time(conn)
-            running = conn.execute(sa.select(scans.c.id, scans.c.owner, scans.c.alive_at, scans.c.options)
-                                   .where(scans.c.status == "running")).all()
-            dead = [row.id for row in running if row.owner is None or gone(row.owner)
-                    or (row.alive_at or 0) + 3 * float((row.options or {}).get("lease", 60)) < now]
-            if dead:
-                conn.execute(sa.update(scans).where(scans.c.id.in_(dead)).values(status="interrupted"))
-            return conn.execute(
-                sa.insert(scans).values(started_at=time.time(), status="running", roots=list(roots),
-                                        model_id=model_id, options=options, owner=owner, alive_at=now)
-            ).inserted_primary_key[0]
-
-    def finish_scan(self, scan_id: int, status: str, counts: dict) -> None:
-        """Record how a scan ended."""
-        with self.write() as conn:
-            conn.execute(sa.update(scans).where(scans.c.id == scan_id).values(
-                finished_at=time.time(), status=status, counts=counts))
+            return database_time(conn)
 
     def close(self) -> None:
         self.engine.dispose()
 
 
-_STORED_VIDEO = sa.select(videos.c.path, videos.c.size, videos.c.mtime_ns, videos.c.model_id, videos.c.status,
-                          videos.c.settings, videos.c.scanned_at)
-
-
-def _database_time(conn: sa.Connection) -> float:
+def database_time(conn: sa.Connection) -> float:
     """Seconds since the epoch by the database's clock on PostgreSQL (the one clock every machine
     sharing it agrees on), else by this machine's."""
     if conn.dialect.name == "postgresql":
@@ -377,7 +204,7 @@ def _database_time(conn: sa.Connection) -> float:
     return time.time()
 
 
-def _insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, key: str):
+def insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, key: str):
     """INSERT INTO `table` that does nothing (returns no row) where a row with the same unique `key`
     exists or is being inserted by another transaction."""
     if conn.dialect.name == "postgresql":
@@ -387,15 +214,6 @@ def _insert_ignoring_conflict(conn: sa.Connection, table: sa.Table, key: str):
     else:  # other databases: the unique key still refuses a second row, as an error
         return sa.insert(table)
     return insert(table).on_conflict_do_nothing(index_elements=[key])
-
-
-def _insert_segments(conn: sa.Connection, video_id: int, model_id: int, found: Sequence) -> None:
-    if found:
-        conn.execute(sa.insert(segments), [
-            {"video_id": video_id, "model_id": model_id, "label": seg.label, "start": seg.start, "end": seg.end,
-             "score": seg.score, "max_score": seg.max_score, "source": seg.source}
-            for seg in found
-        ])
 
 
 def _switch_to_wal(engine: sa.Engine) -> None:

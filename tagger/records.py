@@ -1,9 +1,10 @@
-"""The read side: stored tags as flat records, re-derived from window scores when asked.
+"""Stored tags as flat records, re-derived from window scores when asked.
 
-Commands call these functions and render what they return; all SQL lives in `tagger.queries`.
-Re-deriving (`--threshold`) calls the scan's own derivation, `tagger.fusion.fuse_segments`, on the
-stored video and sound windows with the contracts stored beside them, so `query --threshold X`
-gives exactly the segments a scan at `--threshold X` stores.
+Commands call these functions and render what they return (`tagger.listing`, `tagger.writers`,
+`tagger.sidecars`, `tagger.report`); the SQL is in `tagger.selects`. Re-deriving (`--threshold`)
+runs the scan's own deriver (`tagger.deriver.Deriver`) on the stored video and sound windows
+with the contracts stored beside them, so `query --threshold X` gives exactly the segments a
+scan at `--threshold X` stores.
 """
 
 from __future__ import annotations
@@ -16,26 +17,59 @@ from dataclasses import dataclass
 from itertools import groupby
 from types import SimpleNamespace
 
-import numpy as np
 import sqlalchemy as sa
 
 from tagger.contract import ModelContract
 from tagger.errors import ModelError, UsageError
-from tagger.export import segment_record, undecodable_escaped
-from tagger.fusion import FusionRules, fuse_segments, video_thresholds
-from tagger.queries import (
+from tagger.database import Database
+from tagger.deriver import Deriver
+from tagger.escaping import undecodable_escaped
+from tagger.fusion import FusionRules
+from tagger.selects import (
     SegmentQuery, select_failed, select_label_summary, select_models, select_paths_named, select_segments, select_video,
     select_windows,
 )
-from tagger.schema import decode_scores
-from tagger.segments import SegmentRules, check_threshold
-from tagger.store import Store
+from tagger.schema import decode_scores, group_windows
+from tagger.segments import SegmentRules
+
+
+SEGMENT_FIELDS = (
+    "path", "label", "start_s", "end_s", "duration_s", "start_tc", "end_tc",
+    "score", "max_score", "source", "model", "video_duration_s", "fps",
+)
+
+
+def timecode(seconds: float) -> str:
+    """HH:MM:SS.mmm"""
+    millis = int(round(max(0.0, seconds) * 1000))
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}.{rest % 1000:03d}"
+
+
+def segment_record(row) -> dict:
+    """One stored segment row as the flat record every output format uses."""
+    return {
+        "path": undecodable_escaped(row.path),
+        "label": row.label,
+        "start_s": round(row.start, 3),
+        "end_s": round(row.end, 3),
+        "duration_s": round(row.end - row.start, 3),
+        "start_tc": timecode(row.start),
+        "end_tc": timecode(row.end),
+        "score": round(row.score, 4),
+        "max_score": round(row.max_score, 4),
+        "source": row.source,
+        "model": row.model,
+        "video_duration_s": round(row.video_duration, 3) if row.video_duration is not None else None,
+        "fps": round(row.fps, 3) if row.fps is not None else None,
+    }
 
 
 @contextmanager
 def reading(db: str) -> Iterator[sa.Connection]:
     """A read-only snapshot of an existing database."""
-    store = Store(db, create=False)
+    store = Database(db, create=False)
     try:
         with store.read() as conn:
             yield conn
@@ -54,17 +88,15 @@ def check_labels(conn: sa.Connection, query: SegmentQuery) -> None:
         raise UsageError(f"no stored model has the label {label!r}: {hint}")
 
 
-def segment_records(db: str, query: SegmentQuery, threshold: float | None = None,
-                    rules: SegmentRules = SegmentRules()) -> list[dict]:
-    """Segments matching `query`; with `threshold`, re-derived from stored window scores exactly
-    as a scan with that `--threshold` and `rules` derives them."""
-    check_threshold(threshold)
+def segment_records(db: str, query: SegmentQuery, rules: SegmentRules | None = None) -> list[dict]:
+    """Segments matching `query`: as stored, or with `rules`, re-derived from the stored window
+    scores exactly as a scan with those rules (`--threshold`, `--smooth`, ...) derives them."""
     with reading(db) as conn:
         check_labels(conn, query)
-        if threshold is None:
+        if rules is None:
             return [segment_record(row) for row in select_segments(conn, query)]
         # One video's windows in memory at a time; only the (far fewer) segments are kept.
-        derived = rederive(select_windows(conn, query, whole_videos=True), select_models(conn), query, threshold, rules)
+        derived = rederive(select_windows(conn, query, whole_videos=True), select_models(conn), query, rules)
         records = [segment_record(seg) for seg in derived]
     key = {
         "path": lambda r: (r["path"], r["start_s"], r["label"]),
@@ -75,20 +107,10 @@ def segment_records(db: str, query: SegmentQuery, threshold: float | None = None
     return records[: query.limit] if query.limit else records
 
 
-@dataclass(frozen=True)
-class StoredWindows:
-    """One model's stored windows of one video."""
-
-    contract: ModelContract
-    starts: np.ndarray  # (W,) seconds
-    ends: np.ndarray  # (W,) seconds
-    scores: np.ndarray  # (W, K)
-
-
-def rederive(rows: Iterable, known: dict, query: SegmentQuery, threshold: float | None,
-             rules: SegmentRules, fusion: FusionRules = FusionRules()) -> Iterator[SimpleNamespace]:
+def rederive(rows: Iterable, known: dict, query: SegmentQuery, rules: SegmentRules,
+             fusion: FusionRules = FusionRules()) -> Iterator[SimpleNamespace]:
     """Segments of every video in `rows` (from `select_windows`, video then time order) derived
-    from its stored vision and sound windows by the scan's `fuse_segments`, then filtered by `query`.
+    from its stored vision and sound windows by the scan's deriver, then filtered by `query`.
 
     `known` comes from `select_models`: each window model's stored metadata is its contract.
     """
@@ -102,27 +124,24 @@ def rederive(rows: Iterable, known: dict, query: SegmentQuery, threshold: float 
                 contracts[model_id] = None  # not a model's contract (a vision+sound pair's row)
         return contracts[model_id]
 
+    derivers: dict[tuple, Deriver] = {}
     for _, video_rows in groupby(rows, key=lambda r: r.video_id):
         video_rows = list(video_rows)
-        streams: dict[str, StoredWindows] = {}
-        for model_id in dict.fromkeys(r.model_id for r in video_rows):
+        streams: dict[str, tuple[ModelContract, object]] = {}
+        for model_id, arrays in group_windows(video_rows).items():
             contract = contract_of(model_id)
-            if contract is None or contract.kind in streams:
-                continue
-            mine = [r for r in video_rows if r.model_id == model_id]
-            streams[contract.kind] = StoredWindows(contract, np.array([r.start for r in mine]),
-                                                   np.array([r.end for r in mine]),
-                                                   np.stack([decode_scores(r.scores) for r in mine]))
-        seen, heard = streams.get("video"), streams.get("audio")
-        if seen is None:
+            if contract is not None and contract.kind not in streams:
+                streams[contract.kind] = (contract, arrays)
+        if "video" not in streams:
             continue
-        if heard is not None and len(heard.starts) != len(seen.starts):
+        (seen_contract, seen), heard = streams["video"], streams.get("audio")
+        if heard is not None and len(heard[1].starts) != len(seen.starts):
             heard = None  # not windows of the same plan: never stored so by a scan
+        pair = (id(seen_contract), id(heard[0]) if heard else None)
+        if pair not in derivers:
+            derivers[pair] = Deriver(seen_contract, heard[0] if heard else None, rules, fusion)
         first = video_rows[0]
-        segments = fuse_segments(seen.scores, heard.scores if heard else None, seen.starts, seen.ends,
-                                 seen.contract.labels, video_thresholds(seen.contract, threshold),
-                                 heard.contract if heard else None, rules, fusion.for_model(seen.contract))
-        for seg in segments:
+        for seg in derivers[pair].segments(seen.starts, seen.ends, seen.scores, heard[1].scores if heard else None):
             if query.labels and seg.label not in query.labels:
                 continue
             if query.source is not None and seg.source != query.source:

@@ -1,4 +1,4 @@
-"""CSV and JSON writers for stored segments, and `tagger export`'s choice among every format.
+"""Writing records to files: CSV and JSON, and `tagger export`'s choice among every format.
 
 CSV follows RFC 4180 through Python's csv module (commas, quotes, newlines and non-ASCII round-trip),
 and a cell a spreadsheet would run as a formula gets a leading apostrophe, so it opens inert.
@@ -10,71 +10,17 @@ import csv
 import json
 import os
 import sys
-import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from tagger.errors import UsageError
+from tagger.records import SEGMENT_FIELDS
 from tagger.sidecars import SIDECAR_FORMATS, opentimelineio, output_folder, write_sidecars
 
-SEGMENT_FIELDS = (
-    "path", "label", "start_s", "end_s", "duration_s", "start_tc", "end_tc",
-    "score", "max_score", "source", "model", "video_duration_s", "fps",
-)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_FORMATS = ("csv", "json", *SIDECAR_FORMATS)
-
-
-def _escape_char(char: str) -> str:
-    code = ord(char)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, kept by Python as a surrogate escape
-        return f"\\x{code - 0xDC00:02x}"
-    return {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-
-
-def undecodable_escaped(text: str) -> str:
-    """`text` with the bytes of a file name that are not UTF-8 written as \\xNN (files hold UTF-8)."""
-    if text.isprintable() or not any(0xDC80 <= ord(c) <= 0xDCFF for c in text):
-        return text
-    return "".join(_escape_char(c) if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
-
-
-def printable(text: str) -> str:
-    """`text` as one line of terminal output: undecodable bytes as \\xNN, and control characters,
-    line and paragraph separators as \\n, \\t, \\r, \\xNN or \\uNNNN, so a file name can never
-    start a line of its own or forge a field."""
-    if text.isprintable():
-        return text
-    return "".join(_escape_char(c) if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") else c for c in text)
-
-
-def timecode(seconds: float) -> str:
-    """HH:MM:SS.mmm"""
-    millis = int(round(max(0.0, seconds) * 1000))
-    hours, rest = divmod(millis, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}.{rest % 1000:03d}"
-
-
-def segment_record(row) -> dict:
-    """One stored segment row as the flat record every output format uses."""
-    return {
-        "path": undecodable_escaped(row.path),
-        "label": row.label,
-        "start_s": round(row.start, 3),
-        "end_s": round(row.end, 3),
-        "duration_s": round(row.end - row.start, 3),
-        "start_tc": timecode(row.start),
-        "end_tc": timecode(row.end),
-        "score": round(row.score, 4),
-        "max_score": round(row.max_score, 4),
-        "source": row.source,
-        "model": row.model,
-        "video_duration_s": round(row.video_duration, 3) if row.video_duration is not None else None,
-        "fps": round(row.fps, 3) if row.fps is not None else None,
-    }
 
 
 def inert_cell(value):

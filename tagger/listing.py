@@ -12,7 +12,9 @@ from rich.table import Table
 from rich.text import Text
 
 from tagger.errors import UsageError
-from tagger.export import printable, timecode, write_csv, write_json
+from tagger.escaping import printable
+from tagger.records import timecode
+from tagger.writers import write_csv, write_json
 
 FORMATS = ("table", "json", "csv", "tsv")
 
@@ -85,7 +87,7 @@ def short_timecode(seconds: float) -> str:
 def render_timeline(console: Console, timeline) -> None:
     """`tagger show`: the video's metadata, a bar per label across its duration, its segments.
 
-    `timeline` is a `tagger.reading.VideoTimeline`.
+    `timeline` is a `tagger.records.VideoTimeline`.
     """
     video, segments = timeline.video, timeline.segments
     duration = video.duration or 0.0

@@ -24,12 +24,12 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tagger.errors import ModelError, UsageError
-from tagger.executors import Executor, JobQueue, batch_sizes
+from tagger.executors import Executor, JobQueue, Started, batch_sizes
 from tagger.model import CPU, LoadedModel, load_model
 from tagger.step import Outcome, VideoFailure, VideoJob, score_video
 
@@ -146,7 +146,7 @@ class RayExecutor(Executor):
     def providers(self) -> list[str]:
         return self._providers
 
-    def outcomes(self, jobs: JobQueue, started: Callable[[VideoJob], None]) -> Iterator[Outcome]:
+    def outcomes(self, jobs: JobQueue) -> Iterator[Started | Outcome]:
         ray = self.ray
         self._starting: dict = {}  # the readiness call (providers) of each actor not yet ready -> actor
         for _ in range(max(1, min(self.actors, len(jobs)))):
@@ -167,7 +167,7 @@ class RayExecutor(Executor):
                         exhausted = True
                         break
                     job, attempt = replace(job, threads=1), 0  # an actor decodes on its one CPU
-                    started(job)
+                    yield Started(job)
                 actor = idle.pop()
                 running[actor.score.remote(job)] = _Running(job, actor, attempt)
             if not running and not retry and exhausted:
