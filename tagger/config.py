@@ -91,6 +91,7 @@ class ScanSettings:
     executor: str = "local"  # where the per-video step runs: local processes, or ray (a cluster)
     ray_address: str | None = None  # the Ray cluster; None: $RAY_ADDRESS, else a new local Ray
     lease: float = 60.0  # seconds a claimed video stays claimed after its scan stops renewing (dies)
+    features: bool = True  # store each window's features (models that give them): heads added later use them
 
     def tagging_key(self) -> str:
         """The settings that shape a video's stored tags besides the file and the models, as JSON:

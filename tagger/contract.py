@@ -11,6 +11,18 @@ crop) crops of `size` spread along its long side (`tagger.decode.crop_origins`),
 t's crops are rows t*C .. t*C+C-1, and the graph reshapes to (N, T, C, H, W, 3) itself.
 `left_out` (optional) names labels the model deliberately does not tag, each with the reason.
 
+A whole-frame video model (`tagger.whole_frame` = M, a whole number) takes each sampled frame whole
+instead of crops: scaled to short side `resize`, then each side trimmed about the centre to a
+multiple of M (`tagger.decode.whole_frame`), input `[N, T, H, W, 3]` with H and W the trimmed
+frame's (they differ between videos of other shapes; the graph takes any). A convolutional
+backbone with stride M then sees every pixel once, for the whole frame, with the padding it was
+traced with. `size` is then the smallest frame it takes ([resize, resize]).
+
+A model may give a second output, `features` float32 `[N, D]` (`tagger.features` = {"dim": D,
+...}): what the scan stores per window so heads added later score stored videos without decoding
+(`tagger.head`, when present, is the model's own head on those features: {"weights": base64 of
+float32 [K, D] little-endian, "bias": [K], "activation": "sigmoid"}).
+
 Audio models (`tagger.kind` = audio) take input `audio`: float32 `[N, S]` mono PCM in [-1, 1] at
 `tagger.sample_rate`, S = `patch_seconds * sample_rate` (any spectrogram is computed inside the
 graph), and give `logits` or `probs` float32 `[N, K]` over their own labels.
@@ -48,6 +60,7 @@ class ModelContract:
     fps: float = 0.0  # video: the frame rate the clip is sampled at
     frame_step: int = 1  # video: take every frame_step-th frame at `fps`
     crops: int = 1  # video: C crops per frame, spread along its long side; 1 is the centre crop
+    whole_frame: int = 0  # video: 0 = crops of `size`; M = the whole frame, sides trimmed to multiples of M
     thresholds: Mapping[str, float] = field(default_factory=dict)  # per-label default score threshold
     output: str = "logits"  # "logits" (tagger applies softmax) or "probs" (used as they are)
     kind: str = "video"
@@ -74,6 +87,12 @@ class ModelContract:
     def input_frames(self) -> int:
         """Frames in one window's model input, T * C: the input is `[N, T*C, H, W, 3]`."""
         return self.clip_len * self.crops
+
+    @property
+    def feature_dim(self) -> int:
+        """D of the model's `features` output (`tagger.features`), 0 when it has none."""
+        features = self.extra.get("features")
+        return int(features.get("dim", 0)) if isinstance(features, Mapping) else 0
 
     @property
     def left_out(self) -> dict[str, str]:
@@ -113,6 +132,8 @@ class ModelContract:
         )
         if self.kind == "video" and self.crops != 1:  # absent means 1: a centre-crop model's file is unchanged
             geometry["crops"] = self.crops
+        if self.kind == "video" and self.whole_frame:
+            geometry["whole_frame"] = self.whole_frame
         props: dict[str, Any] = {
             "labels": list(self.labels),
             **geometry,
@@ -152,6 +173,10 @@ class ModelContract:
         crops = parsed.pop("crops", 1)
         if not isinstance(crops, int) or isinstance(crops, bool):
             raise ModelError(f"{source}: {PREFIX}crops must be a whole number >= 1, got {crops!r}")
+        whole_frame = parsed.pop("whole_frame", 0)
+        if not isinstance(whole_frame, int) or isinstance(whole_frame, bool) or whole_frame < 0:
+            raise ModelError(f"{source}: {PREFIX}whole_frame must be a whole number >= 1 (the multiple both "
+                             f"sides are trimmed to), got {whole_frame!r}")
         try:
             size = tuple(int(x) for x in parsed.pop("size", (0, 0)))
             contract = cls(
@@ -162,6 +187,7 @@ class ModelContract:
                 fps=float(parsed.pop("fps", 0.0)),
                 frame_step=int(parsed.pop("frame_step", 1)),
                 crops=crops,
+                whole_frame=whole_frame,
                 sample_rate=int(parsed.pop("sample_rate", 0)),
                 patch_seconds=float(parsed.pop("patch_seconds", 0.0)),
                 thresholds={str(k): float(v) for k, v in thresholds.items()},
@@ -191,6 +217,9 @@ class ModelContract:
             if self.crops < 1:
                 problems.append(f"{PREFIX}crops must be >= 1 (crops per frame; 1 is the centre crop), "
                                 f"got {self.crops}")
+            if self.whole_frame and (self.crops != 1 or self.resize % self.whole_frame):
+                problems.append(f"{PREFIX}whole_frame {self.whole_frame} needs crops 1 and a resize that is "
+                                f"a multiple of it, got crops {self.crops} and resize {self.resize}")
         elif self.sample_rate < 1 or self.patch_seconds <= 0:
             problems.append(f"{PREFIX}sample_rate and patch_seconds must be positive")
         if self.output not in OUTPUT_KINDS:
@@ -205,6 +234,11 @@ class ModelContract:
         if left_out is not None and not (isinstance(left_out, Mapping) and all(
                 isinstance(k, str) and isinstance(v, str) for k, v in left_out.items())):
             problems.append(f"{PREFIX}left_out must be a JSON object of label -> reason, got {left_out!r:.80}")
+        features = self.extra.get("features")
+        if features is not None and not (isinstance(features, Mapping) and isinstance(features.get("dim"), int)
+                                         and features["dim"] > 0):
+            problems.append(f"{PREFIX}features must be a JSON object with a positive whole \"dim\", "
+                            f"got {features!r:.80}")
         support = self.extra.get("fusion_support")
         if support is not None and (isinstance(support, bool) or not (isinstance(support, (int, float))
                                                                       and 0 <= support <= 1)):
@@ -233,6 +267,6 @@ def _load(key: str, text: str, source: str) -> Any:
 
 
 STRUCTURED_KEYS = frozenset(
-    {"labels", "clip_len", "size", "resize", "fps", "frame_step", "crops", "threshold", "train", "sample_rate",
-     "patch_seconds", "left_out", "fusion_support"}
+    {"labels", "clip_len", "size", "resize", "fps", "frame_step", "crops", "whole_frame", "threshold", "train",
+     "sample_rate", "patch_seconds", "left_out", "fusion_support", "features", "head"}
 )

@@ -152,9 +152,9 @@ class Database:
             found = self._check_version(conn)
             metadata.create_all(conn)  # a new database whole; an older one gets only missing tables
             for version in range(found + 1, SCHEMA_VERSION + 1) if found else ():
-                for table, column, statement in MIGRATIONS[version]:
+                for table, column, kind in MIGRATIONS[version]:
                     if column not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
-                        conn.exec_driver_sql(statement)
+                        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind.compile(conn.dialect)}")
             conn.execute(sa.delete(meta_table).where(meta_table.c.key == "schema_version"))
             conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
 

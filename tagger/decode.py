@@ -3,7 +3,8 @@
 A `FrameSource` knows a video's frame timestamps before any frame is decoded, so the window plan
 can pick exactly the frames it needs, and `read(indices)` decodes each needed frame once, in
 order, at the reduced size (short side scaled to the model's `resize`, aspect ratio kept).
-`frame_crops` then cuts the crops the model sees from each frame.
+`model_views` then gives what the model sees of each frame: crops (`frame_crops`) or the whole
+frame (`whole_frame`).
 """
 
 from __future__ import annotations
@@ -98,6 +99,24 @@ def frame_crops(frames: np.ndarray, size: tuple[int, int], crops: int = 1) -> np
     h, w = frames.shape[-3:-1]
     return np.stack([frames[..., top : top + size[0], left : left + size[1], :]
                      for top, left in crop_origins(h, w, size, crops)], axis=-4)
+
+
+def whole_frame(frames: np.ndarray, multiple: int) -> np.ndarray:
+    """Scaled `(..., H, W, 3)` frames with each side trimmed about the centre to a multiple of
+    `multiple`: what a whole-frame model sees (`tagger.whole_frame`). A stride-`multiple` backbone
+    then covers every pixel kept, with the same padding whatever the frame's size."""
+    h, w = frames.shape[-3:-1]
+    keep_h, keep_w = max(multiple, h // multiple * multiple), max(multiple, w // multiple * multiple)
+    top, left = (h - keep_h) // 2, (w - keep_w) // 2
+    return frames[..., top : top + keep_h, left : left + keep_w, :]
+
+
+def model_views(frames: np.ndarray, size: tuple[int, int], crops: int = 1, whole: int = 0) -> np.ndarray:
+    """What a video model sees of scaled `(..., H, W, 3)` frames, `(..., C, h, w, 3)`: the whole
+    frame trimmed (`whole_frame`, C = 1) when `whole` is set, else `crops` crops of `size`."""
+    if whole:
+        return whole_frame(frames, whole)[..., None, :, :, :]
+    return frame_crops(frames, size, crops)
 
 
 class FrameSource(ABC):

@@ -42,6 +42,21 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What a model gives for a batch of windows."""
+
+    scores: np.ndarray  # (n, K) in [0, 1]
+    features: np.ndarray | None = None  # (n, D) float32: the model's `features` output, when it has one
+
+    def slice(self, begin: int, end: int) -> Scored:
+        """Rows begin .. end - 1."""
+        return Scored(self.scores[begin:end], None if self.features is None else self.features[begin:end])
+
+
+FEATURES_OUTPUT = "features"  # the optional second output (tagger.features)
+
+
 @dataclass
 class LoadedModel:
     """An onnxruntime session plus the contract and identity of the model it runs."""
@@ -51,6 +66,7 @@ class LoadedModel:
     contract: ModelContract
     session: object  # onnxruntime.InferenceSession
     output_name: str
+    features: bool = False  # the model gives `features` too (tagger.features)
 
     @property
     def name(self) -> str:
@@ -74,6 +90,16 @@ class LoadedModel:
     def scores(self, inputs: np.ndarray) -> np.ndarray:
         """Per-label scores in [0, 1]: video frames (N, T*C, H, W, 3) uint8 or audio (N, S) float32 -> (N, K)."""
         (raw,) = self.session.run([self.output_name], {self.contract.input_name: inputs})
+        return self._probabilities(raw)
+
+    def run(self, inputs: np.ndarray) -> Scored:
+        """Scores, and features when the model gives them, of a batch of inputs."""
+        if not self.features:
+            return Scored(self.scores(inputs))
+        raw, features = self.session.run([self.output_name, FEATURES_OUTPUT], {self.contract.input_name: inputs})
+        return Scored(self._probabilities(raw), np.asarray(features, dtype=np.float32))
+
+    def _probabilities(self, raw) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float32)
         if self.contract.output == "probs":
             return raw
@@ -132,8 +158,8 @@ def load_model(path: str | os.PathLike | None, device: str = "auto", threads: in
         )
     props = dict(session.get_modelmeta().custom_metadata_map)
     contract = ModelContract.from_metadata(props, source=str(model_path))
-    output_name = _check_io(session, contract, model_path)
-    return LoadedModel(model_path, file_sha256(model_path), contract, session, output_name)
+    output_name, features = _check_io(session, contract, model_path)
+    return LoadedModel(model_path, file_sha256(model_path), contract, session, output_name, features)
 
 
 def load_audio_model(path: str | os.PathLike | None, device: str = "auto", threads: int = 0) -> LoadedModel | None:
@@ -153,26 +179,34 @@ def load_audio_model(path: str | os.PathLike | None, device: str = "auto", threa
     return model
 
 
-def _check_io(session, contract: ModelContract, model_path: Path) -> str:
+def _check_io(session, contract: ModelContract, model_path: Path) -> tuple[str, bool]:
+    """The output the scores come from, and whether the model gives features; ModelError when its
+    inputs and outputs are not what its contract says."""
     inputs = {i.name: i for i in session.get_inputs()}
     name = contract.input_name
     if name not in inputs:
         raise ModelError(f"{model_path}: has no input named {name!r} (found {', '.join(inputs)})")
     shape = inputs[name].shape
-    if contract.kind == "video":
+    if contract.kind == "video" and contract.whole_frame:
+        expected = [contract.clip_len, "H", "W", 3]  # any frame size: the video's
+    elif contract.kind == "video":
         expected = [contract.input_frames, *contract.size, 3]
     else:
         expected = [round(contract.patch_seconds * contract.sample_rate)]
-    if len(shape) != len(expected) + 1 or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected)):
+    if len(shape) != len(expected) + 1 or any(isinstance(d, int) and isinstance(e, int) and d != e
+                                              for d, e in zip(shape[1:], expected)):
         crops = contract.kind == "video" and contract.crops > 1
         frames = f" ({contract.clip_len} frames x {contract.crops} crops)" if crops else ""
         raise ModelError(
             f"{model_path}: input {name} has shape {shape}, expected [N, {', '.join(map(str, expected))}]{frames}"
         )
-    outputs = [o.name for o in session.get_outputs()]
+    outputs = {o.name: o for o in session.get_outputs()}
     if contract.output not in outputs:
         raise ModelError(f"{model_path}: has no output named {contract.output!r} (found {', '.join(outputs)})")
-    return contract.output
+    if contract.feature_dim and FEATURES_OUTPUT not in outputs:
+        raise ModelError(f"{model_path}: its metadata promises {FEATURES_OUTPUT!r} of {contract.feature_dim} values "
+                         f"but the graph has no such output (found {', '.join(outputs)})")
+    return contract.output, bool(contract.feature_dim)
 
 
 @dataclass(frozen=True)

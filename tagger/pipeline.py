@@ -210,6 +210,8 @@ class Scan:
             status="ok", decoder=outcome.decoder, duration=info.duration, fps=info.fps, frames=info.frames,
             width=info.width, height=info.height, window_starts=outcome.starts, window_ends=outcome.ends,
             window_scores={self.window_model_ids[stream]: scores for stream, scores in outcome.scores.items()},
+            window_features={self.window_model_ids[stream]: features for stream, features in outcome.features.items()
+                             if stream in outcome.scores} if self.settings.features else None,
             segments=found, settings=self.tagging_key,
             error=f"sound not used: {note}" if self.audio and note and note != "no audio stream" else None,
         ), self.model_id)

@@ -14,14 +14,15 @@ from typing import NamedTuple
 import numpy as np
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 3
-# What brings a database from the version before each key up to it: (table, column, DDL adding
-# it), skipped where the column is there already, so a migration cut short can run again. New
-# tables need no entry: `metadata.create_all` adds them.
+SCHEMA_VERSION = 4
+# What brings a database from the version before each key up to it: (table, column, its type),
+# added where the column is not there yet, so a migration cut short can run again. New tables need
+# no entry: `metadata.create_all` adds them.
 MIGRATIONS = {
-    2: [("videos", "settings", "ALTER TABLE videos ADD COLUMN settings VARCHAR")],  # tagging settings
-    3: [("scans", "owner", "ALTER TABLE scans ADD COLUMN owner VARCHAR"),  # with the claims table
-        ("scans", "alive_at", "ALTER TABLE scans ADD COLUMN alive_at FLOAT")],
+    2: [("videos", "settings", sa.String())],  # tagging settings
+    3: [("scans", "owner", sa.String()),  # with the claims table
+        ("scans", "alive_at", sa.Float())],
+    4: [("windows", "features", sa.LargeBinary())],  # stored window features
 }
 metadata = sa.MetaData()
 
@@ -100,6 +101,9 @@ windows = sa.Table(
     sa.Column("start", sa.Float, nullable=False),
     sa.Column("end", sa.Float, nullable=False),
     sa.Column("scores", sa.LargeBinary, nullable=False),  # float32 little-endian, model label order
+    # What the model's backbone saw (its `features` output), float16 little-endian; NULL for models
+    # without features, scans with --no-features and windows stored before schema 4.
+    sa.Column("features", sa.LargeBinary),
 )
 segments = sa.Table(
     "segments",
@@ -172,6 +176,7 @@ class VideoResult:
     window_starts: np.ndarray | None = None  # (W,)
     window_ends: np.ndarray | None = None  # (W,)
     window_scores: dict[int, np.ndarray] | None = None  # model id -> (W, K): video, and audio if heard
+    window_features: dict[int, np.ndarray] | None = None  # model id -> (W, D) float16, models with features
     segments: Sequence = ()  # tagger.segments.Segment
     settings: str | None = None  # ScanSettings.tagging_key of the scan that made the tags
 
@@ -179,6 +184,11 @@ class VideoResult:
 def decode_scores(blob: bytes) -> np.ndarray:
     """Window scores as stored -> (K,) float32."""
     return np.frombuffer(blob, dtype="<f4")
+
+
+def decode_features(blob: bytes) -> np.ndarray:
+    """Window features as stored -> (D,) float16."""
+    return np.frombuffer(blob, dtype="<f2")
 
 
 _STORED_VIDEO = sa.select(videos.c.path, videos.c.size, videos.c.mtime_ns, videos.c.model_id, videos.c.status,

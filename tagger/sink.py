@@ -79,10 +79,13 @@ class Sink:
                     conn.execute(sa.delete(windows).where(windows.c.video_id == video_id))
                     conn.execute(sa.delete(segments).where(segments.c.video_id == video_id))
             for window_model, scores in (result.window_scores or {}).items() if result.status == "ok" else ():
+                features = (result.window_features or {}).get(window_model)
+                vectors = np.asarray(features, dtype="<f2") if features is not None else [None] * len(scores)
                 conn.execute(sa.insert(windows), [
                     {"video_id": video_id, "model_id": window_model, "start": float(s), "end": float(e),
-                     "scores": row.tobytes()}
-                    for s, e, row in zip(result.window_starts, result.window_ends, np.asarray(scores, dtype="<f4"))
+                     "scores": row.tobytes(), "features": None if vector is None else vector.tobytes()}
+                    for s, e, row, vector in zip(result.window_starts, result.window_ends,
+                                                 np.asarray(scores, dtype="<f4"), vectors)
                 ])
             if result.status == "ok":
                 _insert_segments(conn, video_id, model_id, result.segments)

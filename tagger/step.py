@@ -19,8 +19,9 @@ import numpy as np
 
 from tagger.audio import NoAudio, patch_bounds, read_patches
 from tagger.contract import ModelContract
-from tagger.decode import DECODERS, FrameSource, VideoInfo, check_readable, frame_crops, open_video
+from tagger.decode import DECODERS, FrameSource, VideoInfo, check_readable, model_views, open_video
 from tagger.errors import DecodeError
+from tagger.model import Scored
 from tagger.windows import WindowPlan, plan_windows
 
 VIDEO, AUDIO = "video", "audio"  # the streams a video is scored on
@@ -42,6 +43,7 @@ class VideoJob:
     audio: tuple[int, float] | None = None  # (sample_rate, patch_seconds) when sound is wanted
     threads: int = 0  # decoding threads; 0 lets the decoder choose
     crops: int = 1  # the model's crops per frame (tagger.crops); 1 is the centre crop
+    whole_frame: int = 0  # the model takes the whole frame, trimmed to multiples of this (tagger.whole_frame)
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -56,7 +58,8 @@ class VideoJob:
         it for `audio_contract`'s sound model, when given)."""
         audio = (audio_contract.sample_rate, audio_contract.patch_seconds) if audio_contract else None
         return cls(job_id, str(path), contract.resize, tuple(contract.size), contract.clip_len,
-                   contract.frame_interval, hop, tuple(decoders), audio=audio, crops=contract.crops, **options)
+                   contract.frame_interval, hop, tuple(decoders), audio=audio, crops=contract.crops,
+                   whole_frame=contract.whole_frame, **options)
 
 
 # The events `decode_windows` yields, in order: Opened, Inputs (video) ..., then when sound is
@@ -121,6 +124,7 @@ class VideoScores:
     ends: np.ndarray  # (W,)
     scores: Mapping[str, np.ndarray]  # stream -> (W, K); AUDIO absent when the sound was not used
     sound_note: str | None = None  # why the sound track was not used
+    features: Mapping[str, np.ndarray] = field(default_factory=dict)  # stream -> (W, D) float16, models with features
 
 
 @dataclass(frozen=True)
@@ -135,11 +139,12 @@ Outcome = VideoScores | VideoFailure
 
 
 def stream_windows(source: FrameSource, plan: WindowPlan, size: tuple[int, int], chunk: int,
-                   crops: int = 1) -> Iterator[Inputs]:
+                   crops: int = 1, whole: int = 0) -> Iterator[Inputs]:
     """Decode each needed frame once and yield video Inputs of `chunk` clips (n, T*C, H, W, 3).
 
-    Each frame gives `crops` (C) crops of `size` (`frame_crops`); frame t's crops are rows
-    t*C .. t*C+C-1 of its clip. A frame's crops stay cached only until the last window that samples
+    Each frame gives what the model sees of it (`model_views`): `crops` (C) crops of `size`, frame
+    t's crops being rows t*C .. t*C+C-1 of its clip, or with `whole` the whole trimmed frame (C = 1).
+    A frame's crops stay cached only until the last window that samples
     it has been emitted, so memory is a few windows' worth whatever the video's length.
     """
     last_use = np.full(plan.frame_indices.max() + 1, -1)
@@ -150,7 +155,7 @@ def stream_windows(source: FrameSource, plan: WindowPlan, size: tuple[int, int],
     pending: list[np.ndarray] = []
     next_window = first_pending = 0
     for index, frame in source.read(plan.needed_frames):
-        cache[int(index)] = frame_crops(frame, size, crops)  # (C, H, W, 3)
+        cache[int(index)] = model_views(frame, size, crops, whole)  # (C, H, W, 3)
         while next_window < len(plan) and window_ends[next_window] <= index:
             clip = np.stack([cache[int(i)] for i in plan.frame_indices[next_window]])  # (T, C, H, W, 3)
             pending.append(clip.reshape(-1, *clip.shape[2:]))  # (T*C, H, W, 3)
@@ -194,7 +199,7 @@ def _decode_windows(job: VideoJob) -> Iterator[Event]:
         try:
             plan = plan_windows(source.timestamps, source.info.duration, job.clip_len, job.frame_interval, job.hop)
             yield Opened(source.info, source.name, plan.starts, plan.ends)
-            yield from stream_windows(source, plan, job.size, job.chunk, job.crops)
+            yield from stream_windows(source, plan, job.size, job.chunk, job.crops, job.whole_frame)
         except DecodeError as exc:
             reasons.append(f"{source.name}: {exc}")
             yield Restarted(reasons[-1])
@@ -240,6 +245,7 @@ class ScoreSheet:
     sound_note: str | None = None
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     scored: dict[str, int] = field(default_factory=dict)
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # stream -> (W, D) float16, once filled
 
     def apply(self, event: Event) -> None:
         """Record an event other than Inputs and Failed (which the caller scores or reports)."""
@@ -250,8 +256,10 @@ class ScoreSheet:
         elif isinstance(event, SoundMissing):
             self.sound_note = event.reason
             self.scores.pop(AUDIO, None)
+            self.features.pop(AUDIO, None)
         elif isinstance(event, Restarted):
             self.generation, self.opened, self.scores, self.scored = self.generation + 1, None, {}, {}
+            self.features = {}
         elif isinstance(event, Decoded):
             self.decoded = True
 
@@ -259,10 +267,15 @@ class ScoreSheet:
         """Whether scores of `stream` inputs sent under `generation` still count."""
         return generation == self.generation and stream in self.scores
 
-    def fill(self, stream: str, first: int, scores: np.ndarray) -> None:
-        """Store the scores (n, K) of windows first .. first + n - 1."""
-        self.scores[stream][first : first + len(scores)] = scores
-        self.scored[stream] += len(scores)
+    def fill(self, stream: str, first: int, scored: Scored) -> None:
+        """Store the scores (n, K), and the features (n, D) when the model gives them, of windows
+        first .. first + n - 1."""
+        self.scores[stream][first : first + len(scored.scores)] = scored.scores
+        if scored.features is not None:
+            if stream not in self.features:
+                self.features[stream] = np.zeros((len(self.opened.starts), scored.features.shape[1]), np.float16)
+            self.features[stream][first : first + len(scored.features)] = scored.features
+        self.scored[stream] += len(scored.scores)
 
     def complete(self) -> bool:
         return self.decoded and all(self.scored[s] >= len(self.opened.starts) for s in self.scores)
@@ -271,15 +284,18 @@ class ScoreSheet:
         """The finished video's scores; call once `complete()`."""
         opened = self.opened
         return VideoScores(self.path, opened.decoder, opened.info, opened.starts, opened.ends, dict(self.scores),
-                           self.sound_note)
+                           self.sound_note, dict(self.features))
 
 
-Scorer = Callable[[np.ndarray], np.ndarray]  # inputs (n, ...) -> scores (n, K): LoadedModel.scores
+Scorer = Callable[[np.ndarray], Scored]  # inputs (n, ...) -> scores (n, K) and features: LoadedModel.run
 
 
-def score_in_batches(score: Scorer, inputs: np.ndarray, batch_size: int) -> np.ndarray:
-    """Scores of `inputs`, `batch_size` rows per call: decoders send larger chunks than a CPU likes."""
-    return np.concatenate([score(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
+def score_in_batches(score: Scorer, inputs: np.ndarray, batch_size: int) -> Scored:
+    """Scores (and features) of `inputs`, `batch_size` rows per call: decoders send larger chunks
+    than a CPU likes."""
+    parts = [score(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+    features = None if parts[0].features is None else np.concatenate([p.features for p in parts])
+    return Scored(np.concatenate([p.scores for p in parts]), features)
 
 
 def score_video(job: VideoJob, scorers: Mapping[str, Scorer], labels: Mapping[str, int],
@@ -288,7 +304,7 @@ def score_video(job: VideoJob, scorers: Mapping[str, Scorer], labels: Mapping[st
 
     Args:
         job: the video and how to sample it (VideoJob.for_model).
-        scorers: stream -> scoring function (LoadedModel.scores) for each of `job.streams`.
+        scorers: stream -> scoring function (LoadedModel.run) for each of `job.streams`.
         labels: stream -> label count of its model.
         batch_sizes: stream -> rows per scoring call.
         progress: called after every event, so a supervisor can tell a slow video from a hung one.

@@ -158,8 +158,15 @@ def write_colour_model(
     threshold: float = 0.5,
     labels: tuple[str, ...] = ("Red", "Green", "Blue"),
     extra: dict | None = None,
+    features: bool = False,
+    whole_frame: int = 0,
 ) -> Path:
-    """An ONNX model whose score for Red/Green/Blue is the clip's mean channel value / 255."""
+    """An ONNX model whose score for Red/Green/Blue is the clip's mean channel value / 255.
+
+    With `features`, it also gives those three means as its `features` output (`tagger.features`,
+    dim 3, space "colour-test-1"): a stored window's features are then its mean colour. With
+    `whole_frame`, it takes whole frames of any size (`tagger.whole_frame`) instead of crops.
+    """
     import onnx
     from onnx import TensorProto, helper
 
@@ -170,11 +177,17 @@ def write_colour_model(
         helper.make_node("ReduceMean", ["as_float", "axes"], ["mean"], keepdims=0),
         helper.make_node("Div", ["mean", "scale"], ["probs"]),
     ]
+    outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])]
+    if features:
+        nodes.append(helper.make_node("Identity", ["probs"], ["features"]))
+        outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 3]))
+        extra = {**(extra or {}), "features": {"dim": 3, "space": "colour-test-1"}}
+    height, width = ("H", "W") if whole_frame else (size, size)
     graph = helper.make_graph(
         nodes,
         "colour",
-        [helper.make_tensor_value_info("frames", TensorProto.UINT8, ["N", clip_len, size, size, 3])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("frames", TensorProto.UINT8, ["N", clip_len, height, width, 3])],
+        outputs,
         initializer=[
             helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]),
             helper.make_tensor("scale", TensorProto.FLOAT, [], [255.0]),
@@ -185,7 +198,7 @@ def write_colour_model(
     contract = ModelContract(
         labels=labels, clip_len=clip_len, size=(size, size), resize=size, fps=fps, frame_step=frame_step,
         thresholds={label: threshold for label in labels}, output="probs", arch="colour-test", version="1",
-        extra=extra or {},
+        whole_frame=whole_frame, extra=extra or {},
     )
     for key, value in contract.to_metadata().items():
         model.metadata_props.add(key=key, value=value)

@@ -18,11 +18,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from tagger.errors import UsageError
+from training.tags import CORPUS_LABELS
 
 BACKGROUND = "NoInstrument"
 HAND_PERCUSSION = "HandPercussion"  # learned, never tagged: what a tabla tag must not fire on
@@ -99,6 +101,14 @@ class CorpusItem:
     sha256: str = ""
     source: str = ""  # source_repo/source_path, when the manifest gives them
     split_group: str = ""  # the group a split keeps together (see `split_groups`)
+    start: float | None = None  # the labelled span inside the file, seconds; None: from the start
+    end: float | None = None  # None: to the end
+    also: tuple[str, ...] = ()  # other instruments in view ("also: PlayingGuitar, Drumming" in the notes)
+
+    @property
+    def span_key(self) -> str:
+        """The file and span, for telling several rows of one file apart."""
+        return f"{self.path}@{self.start}-{self.end}"
 
     @property
     def head_class(self) -> str:
@@ -135,15 +145,15 @@ def split_groups(items: list[CorpusItem]) -> dict[Path, str]:
     return {item.path: roots[find("group:" + item.group)] for item in items}
 
 
-def read_manifest(root: Path) -> tuple[list[CorpusItem], list[str]]:
-    """Every row of `root/MANIFEST.tsv` whose file exists, in manifest order, and the listed files
-    that do not exist.
+def read_manifest(root: Path, manifest: Path | None = None) -> tuple[list[CorpusItem], list[str]]:
+    """Every row of `manifest` (default `root/MANIFEST.tsv`; file paths relative to `root`) whose
+    file exists, in manifest order, and the listed files that do not exist.
 
     Raises:
         CorpusError: the manifest is missing, lacks a column, or a row's label has no entry in
             LABEL_POLICY.
     """
-    manifest = root / "MANIFEST.tsv"
+    manifest = manifest or root / "MANIFEST.tsv"
     if not manifest.is_file():
         raise CorpusError(f"{root} has no MANIFEST.tsv: the corpus lists its files there "
                           f"(tab-separated columns {', '.join(COLUMNS)})")
@@ -158,22 +168,39 @@ def read_manifest(root: Path) -> tuple[list[CorpusItem], list[str]]:
                 empty = [name for name in COLUMNS if not (row.get(name) or "").strip()]
                 if empty:
                     raise CorpusError(f"{manifest} line {line}: no {empty[0]}: every row needs {', '.join(COLUMNS)}")
-                if row["label"] not in LABEL_POLICY:
+                if row["label"] not in CORPUS_LABELS:
                     raise CorpusError(f"{manifest} line {line}: label {row['label']!r} has no place in the default "
-                                      "model's classes: add it to training.corpus.LABEL_POLICY")
+                                      "model's classes: add it to training.tags.CORPUS_LABELS")
                 if row["kind"] not in KINDS:
                     raise CorpusError(f"{manifest} line {line}: kind {row['kind']!r} is not one of {', '.join(KINDS)}")
                 path = root / row["file"]
                 if path.is_file():
                     source = "/".join(filter(None, (row.get("source_repo"), row.get("source_path"))))
-                    items.append(CorpusItem(path, row["label"], row["kind"], row["group"], row.get("notes") or "",
-                                            row.get("sha256") or "", source if row.get("source_path") else ""))
+                    notes = row.get("notes") or ""
+                    items.append(CorpusItem(path, row["label"], row["kind"], row["group"], notes,
+                                            row.get("sha256") or "", source if row.get("source_path") else "",
+                                            start=_seconds(row.get("start")), end=_seconds(row.get("end")),
+                                            also=also_in_view(notes)))
                 else:
                     missing.append(row["file"])
     except UnicodeDecodeError as exc:
         raise CorpusError(f"{manifest} is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8") from None
     groups = split_groups(items)
     return [dataclasses.replace(item, split_group=groups[item.path]) for item in items], missing
+
+
+def _seconds(text: str | None) -> float | None:
+    return float(text) if text and text.strip() else None
+
+
+_ALSO = re.compile(r"also:\s*([A-Za-z][A-Za-z, ]*)")
+
+
+def also_in_view(notes: str) -> tuple[str, ...]:
+    """The other corpus labels a row's notes say are in view: "also: PlayingGuitar, Drumming"."""
+    found = _ALSO.search(notes)
+    names = [name.strip() for name in found.group(1).split(",")] if found else []
+    return tuple(name for name in names if name in CORPUS_LABELS)
 
 
 def group_fold(group: str, folds: int, salt: str = "tagger-default") -> int:

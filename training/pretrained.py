@@ -160,13 +160,16 @@ class EfficientNetLite0(nn.Module):
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(FEATURE_DIM, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features `(B, 1280)` of normalised images `(B, 3, H, W)`."""
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map `(B, 1280, H/32, W/32)` of normalised images `(B, 3, H, W)`."""
         x = F.relu6(self._bn0(self._conv_stem(x)))  # (B, 32, H/2, W/2)
         for block in self._blocks:
             x = block(x)  # ... (B, 320, H/32, W/32)
-        x = F.relu6(self._bn1(self._conv_head(x)))  # (B, 1280, H/32, W/32)
-        return x.mean(dim=(2, 3))  # (B, 1280)
+        return F.relu6(self._bn1(self._conv_head(x)))  # (B, 1280, H/32, W/32)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features `(B, 1280)` of normalised images `(B, 3, H, W)`."""
+        return self.feature_map(x).mean(dim=(2, 3))  # (B, 1280)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits `(B, num_classes)` of normalised images `(B, 3, H, W)`."""

@@ -15,8 +15,12 @@ from pathlib import Path
 import numpy as np
 
 
-def quantise(source: Path, target: Path, calibration: list[np.ndarray]) -> None:
-    """Write an INT8 copy of `source` to `target`, calibrated on `calibration` windows (T, H, W, 3)."""
+def quantise(source: Path, target: Path, calibration: list[np.ndarray], float_convs: tuple[int, ...] = (0, -1)) -> None:
+    """Write an INT8 copy of `source` to `target`, calibrated on `calibration` windows (T, H, W, 3).
+
+    `float_convs`: positions, in graph order, of the convolutions kept in float (the stem and the
+    backbone's last one by default; a whole-frame graph also runs the ImageNet classifier as one).
+    """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -36,7 +40,7 @@ def quantise(source: Path, target: Path, calibration: list[np.ndarray]) -> None:
         convs = [node.name for node in graph.graph.node if node.op_type == "Conv"]
         quantize_static(str(prepared), str(target), Windows(), quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv", "Clip"], nodes_to_exclude=[convs[0], convs[-1]])
+                        op_types_to_quantize=["Conv", "Clip"], nodes_to_exclude=[convs[i] for i in float_convs])
     quantised, original = onnx.load(str(target)), onnx.load(str(source))
     del quantised.metadata_props[:]
     quantised.metadata_props.extend(original.metadata_props)  # same contract: labels, thresholds

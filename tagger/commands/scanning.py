@@ -43,6 +43,7 @@ def scan(
     executor: Annotated[str, typer.Option(help="local (processes on this machine) or ray (a Ray cluster)")] = ScanSettings.executor,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="With --executor ray: HOST:PORT or auto [env: RAY_ADDRESS; default: a new local Ray]")] = None,
     lease: Annotated[float, typer.Option(help="Seconds the claims of a scan that died keep its videos from other scans")] = ScanSettings.lease,
+    features: Annotated[bool, typer.Option("--features/--no-features", help="Store what the model saw in each window, so labels taught later (tagger learn) and searches (tagger similar) need no decoding")] = ScanSettings.features,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table; errors only")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end")] = False,
 ) -> None:
@@ -63,7 +64,7 @@ def scan(
         batch_size=batch_size, workers=workers, timeout=timeout, force=force,
         decoders=tuple(name.strip() for name in decoders.split(",") if name.strip()),
         streams=streams, audio_model=resolve_audio_model(audio_model), executor=executor, ray_address=ray_address,
-        lease=lease,
+        lease=lease, features=features,
     )
     models = load_scan_models(settings)
     show = not quiet and not json_summary

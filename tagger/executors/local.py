@@ -258,16 +258,18 @@ class LocalExecutor(Executor):
     def _score(self, stream: str) -> None:
         batch, self._pending[stream] = self._pending[stream], []
         live = [p for p in batch if p.job_id in self._sheets and self._sheets[p.job_id].wants(stream, p.generation)]
-        if not live:
-            return
-        inputs = np.concatenate([p.inputs.data for p in live])
-        scores = score_in_batches(self.models[stream].scores, inputs, self.batch_sizes[stream])
-        offset = 0
+        by_shape: dict[tuple, list[_Pending]] = {}  # whole-frame inputs of differently shaped videos differ
         for p in live:
-            count = len(p.inputs.data)
-            self._sheets[p.job_id].fill(stream, p.inputs.first, scores[offset : offset + count])
-            offset += count
-            self._finish_if_complete(p.job_id)
+            by_shape.setdefault(p.inputs.data.shape[1:], []).append(p)
+        for group in by_shape.values():
+            scored = score_in_batches(self.models[stream].run, np.concatenate([p.inputs.data for p in group]),
+                                      self.batch_sizes[stream])
+            offset = 0
+            for p in group:
+                count = len(p.inputs.data)
+                self._sheets[p.job_id].fill(stream, p.inputs.first, scored.slice(offset, offset + count))
+                offset += count
+                self._finish_if_complete(p.job_id)
 
     def _finish_if_complete(self, job_id: int) -> None:
         sheet = self._sheets.get(job_id)

@@ -63,7 +63,7 @@ class ScoringActor:
         with self._lock:  # one video at a time, whatever max_concurrency allows
             self._progress()
             try:
-                scorers = {stream: self.models[stream].scores for stream in job.streams}
+                scorers = {stream: self.models[stream].run for stream in job.streams}
                 return score_video(job, scorers, self.labels, self.batch_sizes, self._progress)
             finally:
                 self._last_progress = None
