@@ -49,12 +49,22 @@ class _TaggerGroup(TyperGroup):
             return super().parse_args(ctx, args)
         except _ClickUsageError as exc:
             raise _one_line(exc) from exc
+        except KeyboardInterrupt:  # else Click's "Aborted!" and exit 1
+            raise _interrupted() from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except _ClickUsageError as exc:
             raise _one_line(exc) from exc
+        except KeyboardInterrupt:  # while a command's options are parsed, before its boundary
+            raise _interrupted() from None
+
+
+def _interrupted() -> typer.Exit:
+    """Ctrl-C (or SIGTERM): the one line every interrupt gets, and exit 130."""
+    err.print(errors.INTERRUPTED, markup=False, highlight=False)
+    return typer.Exit(errors.EXIT_INTERRUPTED)
 
 
 app = typer.Typer(
@@ -105,8 +115,7 @@ def boundary(command):
             err.print(f"Error: {printable(str(exc))}", markup=False, highlight=False)  # one line, even for odd names
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err.print("Interrupted: finished videos are stored; run the same scan again to resume.")
-            raise typer.Exit(errors.EXIT_INTERRUPTED) from None
+            raise _interrupted() from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             if _state["debug"]:
                 traceback.print_exc()

@@ -1,10 +1,11 @@
-"""Rich and plain-text rendering of what the read side returns: tables, formats, timelines."""
+"""Rich and plain-text rendering of what the read side returns: tables, formats, timelines, scans."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
 
 from rich import box
 from rich.console import Console
@@ -138,3 +139,26 @@ def readable_settings(stored: str) -> str:
                 f"max gap {rules.get('max_gap')}, min duration {rules.get('min_duration'):g} s")
     except (ValueError, KeyError, TypeError, AttributeError):
         return stored
+
+
+SCAN_COUNTS = ("found", "tagged", "skipped", "failed")
+
+
+def render_scans(console: Console, scans, db: str) -> None:
+    """`tagger show` with no video: the last scans (`tagger.records.ScanRecord`), how each ended,
+    and for each one its database stopped, the error, one line each."""
+    if not scans:
+        console.print(Text(printable(f"no scans recorded in {db}: run `tagger scan` first")))
+        return
+    title = f"the last {len(scans)} scans of {db}" if len(scans) > 1 else f"the scan of {db}"
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                  title=Text(printable(title)), title_justify="left")
+    for heading in ("scan", "started", "status", *SCAN_COUNTS):
+        table.add_column(heading, justify="left" if heading in ("started", "status") else "right")
+    for scan in scans:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(scan.started_at))
+        table.add_row(str(scan.scan_id), started, scan.status, *(str(scan.counts.get(k, "-")) for k in SCAN_COUNTS))
+    console.print(table)
+    for scan in scans:
+        if scan.error:
+            console.print(Text(printable(f"scan {scan.scan_id} stopped: {scan.error}")))

@@ -29,7 +29,7 @@ from tagger.errors import DatabaseError
 from tagger.executors import Executor, Started, make_executor
 from tagger.model import LoadedModel, ScanModels, load_scan_models
 from tagger.planner import Freshness, job_for, plan_scan
-from tagger.scan_records import record_scan_end, record_scan_start
+from tagger.scan_records import record_scan_end, record_scan_start, record_scan_stopped
 from tagger.schema import StoredVideo, VideoResult, stored_videos, video_windows
 from tagger.sink import Sink
 from tagger.step import AUDIO, VIDEO, VideoFailure, VideoJob, VideoScores
@@ -53,9 +53,20 @@ class ScanSummary:
     executor: str = "local"
     providers: list[str] = field(default_factory=list)
     interrupted: bool = False
+    error: str | None = None  # the database error that stopped the scan (exit 5), as its one line
+    recorded_as: str = "running"  # the scan's status in the scans table once it ended (see Scan.run)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+class ScanStopped(DatabaseError):
+    """The database stopped the scan (locked past the timeout, disk full); `summary` says what the
+    scan had done by then and how the scans table records it."""
+
+    def __init__(self, message: str, summary: ScanSummary):
+        super().__init__(message)
+        self.summary = summary
 
 
 class ScanProgress:
@@ -138,26 +149,40 @@ class Scan:
                     self._execute(todo)
                 self.summary.providers = self.executor.providers
                 status = "finished"
+        except DatabaseError as exc:
+            failure = exc
+            raise ScanStopped(str(exc), self.summary) from exc
         except BaseException as exc:
             failure = exc
             raise
         finally:
             self.summary.interrupted = status != "finished"
             self.summary.wall_seconds = time.monotonic() - began
-            # After a database error, no more writes: the claims lapse by themselves and the next
-            # scan records this one as interrupted; waiting for a locked database again would only
-            # delay the message. After another failure a refused write must not hide it.
-            if not isinstance(failure, DatabaseError):
-                try:
-                    self.claims.release()
-                    counts = {"found": self.summary.found, "tagged": self.summary.tagged,
-                              "skipped": self.summary.skipped, "failed": len(self.summary.failed),
-                              "segments": self.summary.segments, "elsewhere": self.summary.elsewhere}
-                    record_scan_end(self.db, self.summary.scan_id, status, counts)
-                except DatabaseError:
-                    if failure is None:
-                        raise
+            self._record_end(status, failure)
         return self.summary
+
+    def _record_end(self, status: str, failure: BaseException | None) -> None:
+        """Release this scan's claims and record how it ended, in `summary.recorded_as` too.
+
+        After a database error, one short try records it as interrupted with the error (the claims
+        lapse by themselves); if the database refuses that too, the next scan records it.
+        After another failure a refused write must not hide it.
+        """
+        counts = {"found": self.summary.found, "tagged": self.summary.tagged, "skipped": self.summary.skipped,
+                  "failed": len(self.summary.failed), "segments": self.summary.segments,
+                  "elsewhere": self.summary.elsewhere}
+        if isinstance(failure, DatabaseError):
+            self.summary.error = str(failure)
+            if record_scan_stopped(self.db, self.summary.scan_id, counts, str(failure)):
+                self.summary.recorded_as = "interrupted"
+            return
+        try:
+            self.claims.release()
+            record_scan_end(self.db, self.summary.scan_id, status, counts)
+            self.summary.recorded_as = status
+        except DatabaseError:
+            if failure is None:
+                raise
 
     def _execute(self, todo: list[FoundVideo]) -> None:
         """Hand the videos to the executor as claimed jobs; derive and store each as it comes back."""

@@ -26,8 +26,8 @@ from tagger.deriver import Deriver
 from tagger.escaping import undecodable_escaped
 from tagger.fusion import FusionRules
 from tagger.selects import (
-    SegmentQuery, select_failed, select_label_summary, select_models, select_paths_named, select_segments, select_video,
-    select_windows,
+    SegmentQuery, select_failed, select_label_summary, select_last_scans, select_models, select_paths_named,
+    select_segments, select_video, select_windows,
 )
 from tagger.schema import decode_scores, group_windows
 from tagger.segments import SegmentRules
@@ -241,3 +241,22 @@ def failed_videos(db: str) -> list[FailedVideo]:
     """Every video whose last scan failed, with the reason."""
     with reading(db) as conn:
         return [FailedVideo(row.path, row.error or "") for row in select_failed(conn)]
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    """One scan as the scans table records it."""
+
+    scan_id: int
+    started_at: float  # seconds since the epoch
+    status: str  # running | finished | interrupted
+    counts: dict  # found, tagged, skipped, failed, ...; empty while running or after a kill
+    error: str | None  # the database error that stopped it, when one did
+
+
+def last_scans(db: str, count: int = 10) -> list[ScanRecord]:
+    """The last `count` scans of the database, oldest first."""
+    with reading(db) as conn:
+        rows = select_last_scans(conn, count)
+    return [ScanRecord(row.id, row.started_at, row.status, {k: v for k, v in (row.counts or {}).items() if k != "error"},
+                       (row.counts or {}).get("error")) for row in rows]

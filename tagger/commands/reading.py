@@ -107,17 +107,23 @@ def export_csv(
 @app.command()
 @boundary
 def show(
-    video: Annotated[str, typer.Argument(help="A scanned video's path")],
+    video: Annotated[Optional[str], typer.Argument(help="A scanned video's path [default: the last scans]")] = None,
     db: DbOption = None,
 ) -> None:
-    """Show one video's timeline per label, its metadata and its segments.
+    """Show one video's timeline per label, its metadata and its segments; with no VIDEO, the
+    database's last scans, how each ended and why.
 
     Example: tagger show ~/videos/concert.mp4
     """
-    from tagger.listing import render_timeline
-    from tagger.records import video_timeline
+    from tagger.database import shown_target
+    from tagger.listing import render_scans, render_timeline
+    from tagger.records import last_scans, video_timeline
 
-    render_timeline(out, video_timeline(resolve_db(db), video))
+    target = resolve_db(db)
+    if video is None:
+        render_scans(out, last_scans(target), shown_target(target))
+        return
+    render_timeline(out, video_timeline(target, video))
 
 
 @app.command()

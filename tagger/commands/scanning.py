@@ -51,7 +51,7 @@ def scan(
     Example: tagger scan ~/videos --db tags.db
     """
     from tagger.model import load_scan_models
-    from tagger.pipeline import scan as run_scan
+    from tagger.pipeline import ScanStopped, scan as run_scan
     from tagger.progress import RichProgress, render_summary
     from tagger.database import shown_target
 
@@ -67,18 +67,28 @@ def scan(
     )
     models = load_scan_models(settings)
     show = not quiet and not json_summary
-    with RichProgress(err, enabled=show) as progress:
-        summary = run_scan(paths, settings, progress, models)
+    try:
+        with RichProgress(err, enabled=show) as progress:
+            summary = run_scan(paths, settings, progress, models)
+    except ScanStopped as stopped:  # exit 5: what was done, and how the scan is recorded, then the error
+        if json_summary:
+            _print_json(stopped.summary, models.audio_note)
+        raise
     if json_summary:
-        report = {**summary.as_dict(), "audio_note": models.audio_note}
-        report["failed"] = [{k: undecodable_escaped(v) for k, v in f.items()} for f in report["failed"]]
-        out.print_json(json.dumps(report))
+        _print_json(summary, models.audio_note)
     elif not quiet:
         render_summary(out, summary, shown_target(settings.db), models.audio_note)
     for failure in summary.failed if quiet else ():
         err.print(f"failed: {printable(failure.path)}: {printable(failure.reason)}", markup=False, highlight=False)
     if summary.failed:
         raise typer.Exit(errors.EXIT_VIDEOS_FAILED)
+
+
+def _print_json(summary, audio_note: str) -> None:
+    """`scan --json`: the summary (a ScanSummary) on standard output, odd bytes in names escaped."""
+    report = {**summary.as_dict(), "audio_note": audio_note}
+    report["failed"] = [{k: undecodable_escaped(v) for k, v in f.items()} for f in report["failed"]]
+    out.print_json(json.dumps(report))
 
 
 @app.command()
