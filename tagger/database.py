@@ -9,6 +9,7 @@ SQLite runs in WAL mode, so readers work while a scan writes; writes take the lo
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import urllib.parse
@@ -76,7 +77,13 @@ class Database:
             raise self._unusable(exc) from exc
 
     def _unusable(self, exc: sa.exc.SQLAlchemyError) -> DatabaseError:
-        """The one line for a database that cannot be opened: a server to check, or another --db."""
+        """The one line for a database that cannot be opened: a server to check, a folder that is
+        not writable, or another --db."""
+        if "://" not in self.target and "unable to open database file" in _reason(exc):
+            folder = Path(self.target).expanduser().resolve().parent
+            if not os.access(folder, os.W_OK | os.X_OK):  # SQLite creates the file, and -wal and -shm, there
+                return DatabaseError(f"cannot use database {self.target}: the folder {folder} is not writable; "
+                                     "pass --db PATH in a folder you can write")
         advice = "pass another --db"
         if "://" in self.target and "connect" in _reason(exc).lower():
             advice = "check that the database server is running and the URL is right, or " + advice

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
@@ -13,8 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tagger.errors import UsageError
-from tagger.escaping import printable
-from tagger.records import timecode
+from tagger.escaping import counted, printable, shortened_path
 from tagger.writers import write_csv, write_json
 
 FORMATS = ("table", "json", "csv", "tsv")
@@ -33,7 +31,7 @@ def render_records(console: Console, records: list[dict], fields: tuple[str, ...
     """Records as JSON, CSV or TSV with `fields`, or as a table of `columns` (field -> heading).
 
     The table fits the terminal: every column but `path` keeps its width, and each path gives up
-    the start of its folder (never its file name) to fit what is left.
+    the start of its folder to fit what is left, then the middle of its file name; none wraps.
     """
     if output_format == "json":
         write_json([{k: r[k] for k in fields} for r in records], sys.stdout)
@@ -47,26 +45,15 @@ def render_records(console: Console, records: list[dict], fields: tuple[str, ...
         room = max(MIN_PATH_WIDTH, console.width - fixed - 1)
         table = Table(*columns.values(), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                       collapse_padding=True)
-        for field, column in zip(columns, table.columns):
-            column.no_wrap = field != "path"
-            column.overflow = "fold" if field == "path" else "ellipsis"
+        for column in table.columns:  # never wrapped: a path is shortened to fit instead (shortened_path)
+            column.no_wrap, column.overflow = True, "ellipsis"
         for row in cells:
             table.add_row(*(Text(shortened_path(cell, room) if f == "path" else cell) for f, cell in zip(columns, row)))
         console.print(table)
-        console.print(f"{len(records)} rows")
+        console.print(counted(len(records), "row"))
 
 
 MIN_PATH_WIDTH = 24  # below this a path column shows too little of the name to tell files apart
-
-
-def shortened_path(path: str, width: int) -> str:
-    """`path` in at most `width` characters where it can be: the file name whole, as much of its
-    folder as fits, from the end ("…/clips/pianist.avi")."""
-    if len(path) <= width:
-        return path
-    folder, name = os.path.split(path)
-    keep = width - len(name) - 2  # room for "…" and the separator
-    return f"…{folder[-keep:]}/{name}" if keep > 0 else name
 
 
 def _cell(field: str, value) -> str:
@@ -78,7 +65,8 @@ def _cell(field: str, value) -> str:
 
 
 def short_timecode(seconds: float) -> str:
-    """H:MM:SS.s, the table's compact form of a time (CSV and JSON keep HH:MM:SS.mmm)."""
+    """H:MM:SS.s, the one form of a time on the terminal, in `query` and `show` alike (CSV and
+    JSON keep HH:MM:SS.mmm)."""
     tenths = int(round(max(0.0, seconds) * 10))
     hours, rest = divmod(tenths, 36_000)
     minutes, rest = divmod(rest, 600)
@@ -95,7 +83,7 @@ def render_timeline(console: Console, timeline) -> None:
     info = Table(title=Text(printable(video.path)), show_header=False)
     info.add_row("status", Text(printable(video.status + (f": {video.error}" if video.error else ""))))
     if duration:
-        info.add_row("duration", f"{timecode(duration)} ({duration:.2f} s)")
+        info.add_row("duration", f"{short_timecode(duration)} ({duration:.2f} s)")
         info.add_row("video", f"{video.width}x{video.height} at {video.fps:.3f} fps, {video.frames} frames, "
                               f"decoded by {video.decoder}")
     info.add_row("model", Text(str(video.model)))
@@ -107,7 +95,7 @@ def render_timeline(console: Console, timeline) -> None:
     if not duration:
         return
     width = max(20, min(100, console.width - 40))  # characters across the duration; room for label and total
-    bars = Table("label", f"0 … {timecode(duration)}", "tagged", show_lines=False)
+    bars = Table("label", f"0 … {short_timecode(duration)}", "tagged", show_lines=False)
     for label in sorted({s["label"] for s in segments}):
         cells = [" "] * width
         total = 0.0
@@ -121,8 +109,8 @@ def render_timeline(console: Console, timeline) -> None:
     console.print(bars if segments else "no segments")
     table = Table("label", "start", "end", "score", "max", "source")
     for seg in segments:
-        table.add_row(Text(seg["label"]), seg["start_tc"], seg["end_tc"], f"{seg['score']:.2f}", f"{seg['max_score']:.2f}",
-                      seg["source"])
+        table.add_row(Text(seg["label"]), short_timecode(seg["start_s"]), short_timecode(seg["end_s"]),
+                      f"{seg['score']:.2f}", f"{seg['max_score']:.2f}", seg["source"])
     if segments:
         console.print(table)
 

@@ -78,14 +78,32 @@ def reading(db: str) -> Iterator[sa.Connection]:
 
 
 def check_labels(conn: sa.Connection, query: SegmentQuery) -> None:
-    """Raise UsageError for a --label no stored model has, naming the close matches."""
-    known = {label for model in select_models(conn).values() for label in model.labels or ()}
-    for label in query.labels:
-        if label in known:
+    """Raise UsageError for a --label no stored model tags, naming the close matches among those it
+    does: a model's background label (or a label it scores but never tags) is neither accepted
+    nor suggested, since no segment can ever carry it."""
+    taggable: set[str] = set()
+    never: dict[str, str] = {}  # label -> why no segment carries it
+    for model in select_models(conn).values():
+        try:
+            contract = ModelContract.from_metadata(model.meta or {}, model.name)
+        except ModelError:  # a vision+sound pair's row (its models have rows of their own), or unreadable
+            if "video" not in (model.meta or {}):
+                taggable.update(model.labels or ())
             continue
-        close = [k for k in sorted(known) if k.lower() == label.lower()] or difflib.get_close_matches(label, sorted(known), 3, 0.6)
-        hint = f"did you mean {' or '.join(close)}?" if close else "`tagger query` with no --label lists the stored labels"
-        raise UsageError(f"no stored model has the label {label!r}: {hint}")
+        taggable.update(contract.tag_labels)
+        never.update({label: f"{model.name}'s background label, never a tag" if label == contract.background
+                      else f"a label {model.name} scores but never tags"
+                      for label in contract.labels if label not in contract.tag_labels})
+    hint = "`tagger query` with no --label lists the stored labels"
+    for label in query.labels:
+        if label in taggable:
+            continue
+        if label in never:
+            raise UsageError(f"{label!r} is {never[label]}: {hint}")
+        known = sorted(taggable)
+        close = [k for k in known if k.lower() == label.lower()] or difflib.get_close_matches(label, known, 3, 0.6)
+        raise UsageError(f"no stored model has the label {label!r}: "
+                         + (f"did you mean {' or '.join(close)}?" if close else hint))
 
 
 def segment_records(db: str, query: SegmentQuery, rules: SegmentRules | None = None) -> list[dict]:

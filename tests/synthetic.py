@@ -158,8 +158,10 @@ def write_colour_model(
     threshold: float = 0.5,
     labels: tuple[str, ...] = ("Red", "Green", "Blue"),
     extra: dict | None = None,
+    background: str | None = None,
 ) -> Path:
-    """An ONNX model whose score for Red/Green/Blue is the clip's mean channel value / 255."""
+    """An ONNX model whose score for Red/Green/Blue is the clip's mean channel value / 255;
+    `background` names one of them as the model's background label (never a tag)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -185,7 +187,7 @@ def write_colour_model(
     contract = ModelContract(
         labels=labels, clip_len=clip_len, size=(size, size), resize=size, fps=fps, frame_step=frame_step,
         thresholds={label: threshold for label in labels}, output="probs", arch="colour-test", version="1",
-        extra=extra or {},
+        extra=extra or {}, background=background,
     )
     for key, value in contract.to_metadata().items():
         model.metadata_props.add(key=key, value=value)

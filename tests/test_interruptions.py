@@ -56,18 +56,36 @@ def _scan_rows(db: Path) -> list[tuple]:
     return _rows(db, "select id, status from scans order by id")
 
 
-def _lock_after_first_video(monkeypatch, db: Path, held: list) -> None:
-    """Once the first video is stored, another process's write lock is taken and never released."""
+def _lock_after_first_video(monkeypatch, db: Path, held: list, release_after: float | None = None) -> None:
+    """Once the first video is stored, another process's write lock is taken, and never released
+    (the test releases `held[0]`) or, with `release_after`, let go that many seconds later: after
+    the scan gave up waiting for it, before its one try at recording why."""
     finished = tagger.progress.RichProgress.video_finished
 
     def video_finished(self, path, seconds, ok):
         finished(self, path, seconds, ok)
         if not held:
-            locker = sqlite3.connect(db, isolation_level=None)
+            locker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
             locker.execute("BEGIN IMMEDIATE")
             held.append(locker)
+            if release_after is not None:
+                threading.Timer(release_after, lambda: (locker.rollback(), locker.close())).start()
 
     monkeypatch.setattr(tagger.progress.RichProgress, "video_finished", video_finished)
+
+
+def _disk_full_at(monkeypatch, pages: int) -> None:
+    """A disk that fills up once the database has `pages` pages, as SQLite sees it."""
+    configure = tagger.database._configure_sqlite
+
+    def small_disk(engine):
+        configure(engine)
+
+        @tagger.database.event.listens_for(engine, "connect")
+        def _limit(dbapi_connection, _record):
+            dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    monkeypatch.setattr(tagger.database, "_configure_sqlite", small_disk)
 
 
 def test_a_write_lock_held_too_long_mid_scan_is_exit_5_and_the_rest_is_scanned_next_time(
@@ -94,16 +112,7 @@ def test_a_write_lock_held_too_long_mid_scan_is_exit_5_and_the_rest_is_scanned_n
 
 def test_a_full_disk_mid_scan_is_exit_5_with_one_line(five_videos, colour_model, runner, tmp_path, monkeypatch):
     db = tmp_path / "t.db"
-    configure = tagger.database._configure_sqlite
-
-    def small_disk(engine):  # a disk that fills up after a few pages, as SQLite sees it
-        configure(engine)
-
-        @tagger.database.event.listens_for(engine, "connect")
-        def _limit(dbapi_connection, _record):
-            dbapi_connection.execute("PRAGMA max_page_count = 14")
-
-    monkeypatch.setattr(tagger.database, "_configure_sqlite", small_disk)
+    _disk_full_at(monkeypatch, 14)
     result = runner.invoke(app, ["scan", str(five_videos), "--db", str(db), "--model", str(colour_model)])
     assert result.exit_code == 5, result.output
     assert result.stderr.strip().splitlines()[-1] == (
@@ -113,29 +122,12 @@ def test_a_full_disk_mid_scan_is_exit_5_with_one_line(five_videos, colour_model,
 LOCKED = "database is locked by another process: wait and run again"
 
 
-def _lock_after_first_video_for(monkeypatch, db: Path, seconds: float) -> None:
-    """Once the first video is stored, another process takes the write lock and lets it go
-    `seconds` later: after the scan gave up waiting for it, before its one try at recording why."""
-    finished = tagger.progress.RichProgress.video_finished
-    held: list = []
-
-    def video_finished(self, path, seconds_of_video, ok):
-        finished(self, path, seconds_of_video, ok)
-        if not held:
-            locker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-            locker.execute("BEGIN IMMEDIATE")
-            held.append(locker)
-            threading.Timer(seconds, lambda: (locker.rollback(), locker.close())).start()
-
-    monkeypatch.setattr(tagger.progress.RichProgress, "video_finished", video_finished)
-
-
 def test_a_scan_stopped_by_a_locked_database_is_recorded_as_interrupted_with_the_reason(
         five_videos, colour_model, runner, tmp_path, monkeypatch):
     db = tmp_path / "t.db"
     monkeypatch.setattr(tagger.database, "LOCK_WAIT_MS", 300)
     monkeypatch.setattr(tagger.scan_records, "STOPPED_WAIT_MS", 6000)
-    _lock_after_first_video_for(monkeypatch, db, 1.5)
+    _lock_after_first_video(monkeypatch, db, [], release_after=1.5)
     result = runner.invoke(app, ["scan", str(five_videos), "--db", str(db), "--model", str(colour_model),
                                  "--workers", "1", "--json"])
     assert (result.exit_code, result.stderr) == (5, f"Error: {LOCKED}\n")
@@ -145,7 +137,7 @@ def test_a_scan_stopped_by_a_locked_database_is_recorded_as_interrupted_with_the
     assert _scan_rows(db) == [(1, "interrupted")]
     (counts,), = _rows(db, "select counts from scans")
     assert json.loads(counts) == {"found": 5, "tagged": 1, "skipped": 0, "failed": 0, "segments": 1, "elsewhere": 0,
-                                  "error": LOCKED}
+                                  "tagged_elsewhere": 0, "error": LOCKED}
     monkeypatch.undo()
     shown = runner.invoke(app, ["show", "--db", str(db)], terminal_width=80)
     assert (shown.exit_code, shown.stdout) == (0, (
@@ -183,16 +175,7 @@ def test_a_scan_stopped_by_a_full_disk_is_recorded_as_interrupted_with_the_reaso
     assert first.exit_code == 0, first.output
     with sqlite3.connect(db) as conn:
         (pages,), = conn.execute("PRAGMA page_count").fetchall()
-    configure = tagger.database._configure_sqlite
-
-    def full_disk(engine):  # no page beyond those the database has: full once their free room is used
-        configure(engine)
-
-        @tagger.database.event.listens_for(engine, "connect")
-        def _limit(dbapi_connection, _record):
-            dbapi_connection.execute(f"PRAGMA max_page_count = {pages}")
-
-    monkeypatch.setattr(tagger.database, "_configure_sqlite", full_disk)
+    _disk_full_at(monkeypatch, pages)  # no page beyond those it has: full once their free room is used
     # --hop 0.05: 60 windows a video, re-tagged with new windows, so the disk fills a few videos in
     result = runner.invoke(app, ["scan", str(five_videos), "--db", str(db), "--model", str(colour_model), "--json",
                                  "--workers", "1", "--hop", "0.05"])

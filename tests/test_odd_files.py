@@ -118,6 +118,16 @@ def test_readers_read_a_database_they_may_not_write(read_only_folder, red_clip, 
     assert scan.exit_code == 5 and scan.stderr.startswith(f"Error: cannot use database {db}: ")
 
 
+def test_a_new_database_in_a_folder_nobody_may_write_says_so(read_only_folder, red_clip, colour_model, runner):
+    folder, lock = read_only_folder
+    lock()
+    db = folder / "new.db"
+    result = runner.invoke(app, ["scan", str(red_clip), "--db", str(db), "--model", str(colour_model)])
+    assert (result.exit_code, result.stderr) == (5, f"Error: cannot use database {db}: the folder {folder} is not "
+                                                    "writable; pass --db PATH in a folder you can write\n")
+    assert list(folder.iterdir()) == []
+
+
 @pytest.mark.parametrize("command", [["query"], ["failed"], ["scan", "{video}"]])
 def test_a_foreign_sqlite_file_is_refused_untouched(command, red_clip, colour_model, tmp_path, runner):
     db = tmp_path / "notes.db"
