@@ -160,12 +160,14 @@ def write_colour_model(
     extra: dict | None = None,
     features: bool = False,
     whole_frame: int = 0,
+    background: str | None = None,
 ) -> Path:
     """An ONNX model whose score for Red/Green/Blue is the clip's mean channel value / 255.
 
     With `features`, it also gives those three means as its `features` output (`tagger.features`,
     dim 3, space "colour-test-1"): a stored window's features are then its mean colour. With
     `whole_frame`, it takes whole frames of any size (`tagger.whole_frame`) instead of crops.
+    `background` names one label as the model's background label (never a tag).
     """
     import onnx
     from onnx import TensorProto, helper
@@ -198,7 +200,7 @@ def write_colour_model(
     contract = ModelContract(
         labels=labels, clip_len=clip_len, size=(size, size), resize=size, fps=fps, frame_step=frame_step,
         thresholds={label: threshold for label in labels}, output="probs", arch="colour-test", version="1",
-        whole_frame=whole_frame, extra=extra or {},
+        whole_frame=whole_frame, extra=extra or {}, background=background,
     )
     for key, value in contract.to_metadata().items():
         model.metadata_props.add(key=key, value=value)
