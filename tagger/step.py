@@ -200,7 +200,8 @@ def _decode_windows(job: VideoJob) -> Iterator[Event]:
             reasons.append(str(exc))
             continue
         try:
-            plan = plan_windows(source.timestamps, source.info.duration, job.clip_len, job.frame_interval, job.hop)
+            plan = plan_windows(source.timestamps, source.info.duration, job.clip_len, job.frame_interval, job.hop,
+                                source.keyframes)
             yield Opened(source.info, source.name, plan.starts, plan.ends)
             yield from stream_windows(source, plan, job.size, job.chunk, job.crops, job.whole_frame)
         except DecodeError as exc:

@@ -46,11 +46,14 @@ def write_video(
     loudness_at: Callable[[float], float] = lambda t: 0.5,
     audio_rate: int = 44100,
     paint: Callable[[np.ndarray, float], None] | None = None,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Encode a video whose frame at time t is filled with colour_at(t), plus a moving square.
 
     With `audio_codec`, a 440 Hz tone of amplitude loudness_at(t) plays along (stereo). `paint`,
     when given, draws on each (H, W, 3) frame in place before it is encoded: paint(image, t).
+    `options` go to the video encoder, e.g. {"g": "5", "bf": "0"}: a keyframe every 5 frames and
+    no B-frames (the GOP structure).
     """
     import av
     from fractions import Fraction
@@ -58,7 +61,7 @@ def write_video(
     width, height = size
     frames = max(1, int(round(seconds * fps)))
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         sound = None
         if audio_codec:

@@ -27,7 +27,7 @@ from tagger.step import VIDEO, Failed, Inputs, Opened, Restarted, VideoJob, deco
 from training.frame_net import STRIDE, WindowFeatures
 from training.imagenet_map import tag_names
 
-PARTS_VERSION = 1  # part of every cache key: raise it when decoding or the parts change
+PARTS_VERSION = 2  # part of every cache key: raise it when decoding or the parts change (2: keyframes stand in)
 POOLED = 2560  # [mean, best] of 1280 channels each
 
 
