@@ -165,14 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     models = args.model or [("new", ROOT / "exports" / "default.onnx", ROOT / "exports" / "default_audio.onnx"),
                             ("previous", PREVIOUS, EVAL_DIR / "v2_musicnn.onnx")]
+    if not args.manifest.is_file():
+        print(f"Error: no manifest at {args.manifest}: pass --manifest FILE", file=sys.stderr)
+        return 2
     for name, vision, sound in models:
         for path in filter(None, (vision, sound)):
             if not path.is_file():
                 print(f"Error: --model {name}: {path} not found", file=sys.stderr)
                 return 2
-    if not args.manifest.is_file():
-        print(f"Error: no manifest at {args.manifest}: pass --manifest FILE", file=sys.stderr)
-        return 2
     videos = labelled_videos(args.manifest, args.root, args.split)
     tables = [label_table(videos, scan_tags(name, vision, sound, videos)) for name, vision, sound in models]
     names = [name for name, _, _ in models]

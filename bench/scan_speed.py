@@ -181,15 +181,18 @@ def planned_windows(model, videos: list[Path]) -> list[tuple[Path, np.ndarray]]:
     return plans
 
 
-def inference_only(model, clips: np.ndarray, total_windows: int, batch_size: int) -> float:
-    """Seconds to score `total_windows` pre-decoded windows in batches (cycling through `clips`)."""
-    model.scores(clips[:batch_size])  # warm-up, as the scan's first batch also pays it
+def inference_only(model, samples: list[tuple[np.ndarray, int]], batch_size: int) -> float:
+    """Seconds to score pre-decoded windows in batches: for each (clips, count), `count` windows
+    cycling through `clips` (one video's windows: a whole-frame model's input size is the video's)."""
+    for clips, _ in samples:
+        model.scores(clips[:batch_size])  # warm-up, as the scan's first batch also pays it
     began = time.perf_counter()
-    done = 0
-    while done < total_windows:
-        size = min(batch_size, total_windows - done)
-        model.scores(clips[:size])
-        done += size
+    for clips, count in samples:
+        done = 0
+        while done < count:
+            size = min(batch_size, count - done, len(clips))
+            model.scores(clips[:size])
+            done += size
     return time.perf_counter() - began
 
 
@@ -202,7 +205,7 @@ def naive_loop(model, plans, plain_session: bool) -> float:
     import decord
     import onnxruntime as ort
 
-    from tagger.decode import frame_crops, scaled_size
+    from tagger.decode import model_views, scaled_size
 
     c = model.contract
     if plain_session:
@@ -213,7 +216,10 @@ def naive_loop(model, plans, plain_session: bool) -> float:
             session.run(None, {name: clip})
     else:
         score = model.scores
-    score(np.zeros((1, c.input_frames, *c.size, 3), np.uint8))  # warm-up, as inference-only has
+    width, height = decord.VideoReader(str(plans[0][0]))[0].shape[1::-1]
+    out_w, out_h = scaled_size(width, height, c.resize)
+    views = model_views(np.zeros((c.clip_len, out_h, out_w, 3), np.uint8), c.size, c.crops, c.whole_frame)
+    score(views.reshape(1, -1, *views.shape[2:]))  # warm-up, as inference-only has
     began = time.perf_counter()
     for video, frame_indices in plans:
         probe = decord.VideoReader(str(video))
@@ -221,8 +227,8 @@ def naive_loop(model, plans, plain_session: bool) -> float:
         out_w, out_h = scaled_size(width, height, c.resize)
         reader = decord.VideoReader(str(video), width=out_w, height=out_h)
         for row in frame_indices:
-            crops = frame_crops(reader.get_batch(list(row)).asnumpy(), c.size, c.crops)  # (T, C, H, W, 3)
-            score(crops.reshape(1, -1, *crops.shape[2:]))  # (1, T*C, H, W, 3), as the scan feeds it
+            views = model_views(reader.get_batch(list(row)).asnumpy(), c.size, c.crops, c.whole_frame)  # (T, C, H, W, 3)
+            score(views.reshape(1, -1, *views.shape[2:]))  # (1, T*C, H, W, 3), as the scan feeds it
     return time.perf_counter() - began
 
 
@@ -272,8 +278,11 @@ def main() -> None:
     needed_s, decoded = decode_needed(model, videos)
     from tagger.step import VideoJob, window_inputs
 
-    sample = window_inputs(VideoJob.for_model(c, videos[0]))[: max(8, args.batch_size)]
-    infer_s = inference_only(model, sample, total_windows, args.batch_size)
+    by_shape: dict[tuple, list] = {}  # one sample of windows per frame size, and how many windows have it
+    for video, rows in plans:
+        clips = window_inputs(VideoJob.for_model(c, video))[: max(8, args.batch_size)]
+        by_shape.setdefault(clips.shape[1:], [clips, 0])[1] += len(rows)
+    infer_s = inference_only(model, [tuple(pair) for pair in by_shape.values()], args.batch_size)
     naive_s = naive_loop(model, plans, plain_session=True)
     naive_tuned_s = naive_loop(model, plans, plain_session=False)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,5 +1,6 @@
 """The default model's recipe end to end on a generated corpus: `python -m training.fit --arch
-crop-head` trains, calibrates and exports without a network, and `tagger scan` runs the result."""
+frame-head` extracts, chooses, fits and exports without a network, and `tagger scan` runs the result;
+and the pieces of the recipe (thresholds, splits, labels, the appended graph) one by one."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -20,28 +20,18 @@ from synthetic import write_video
 COLOURS = {"PlayingSitar": (200, 40, 40), "PlayingTabla": (40, 60, 200), "NoInstrument": (90, 160, 90)}
 
 
-def write_photo(path: Path, colour: tuple[int, int, int], seed: int) -> None:
-    """A 160x120 JPEG of `colour` with noise, written by PyAV's image2 muxer."""
-    rng = np.random.default_rng(seed)
-    image = np.clip(np.array(colour) + rng.normal(0, 25, (120, 160, 3)), 0, 255).astype(np.uint8)
-    with av.open(str(path), "w", format="image2") as container:
-        stream = container.add_stream("mjpeg")
-        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuvj420p"
-        container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode(None))
-
-
 @pytest.fixture(scope="module")
 def coloured_corpus(tmp_path_factory) -> Path:
-    """12 photos per label, each its own group, listed in a MANIFEST.tsv like the real corpus's."""
+    """10 short videos per label, each its own group, listed in a MANIFEST.tsv like the video corpus's."""
     root = tmp_path_factory.mktemp("corpus")
     rows = ["file\tlabel\tkind\tgroup\tnotes"]
     for label, colour in COLOURS.items():
-        (root / "images" / label).mkdir(parents=True)
-        for i in range(12):
-            name = f"images/{label}/{label.lower()}-{i:02d}.jpg"
-            write_photo(root / name, colour, seed=i)
-            rows.append(f"{name}\t{label}\timage\t{label}-{i}\tgenerated")
+        (root / "videos" / label).mkdir(parents=True)
+        for i in range(10):
+            name = f"videos/{label}/{label.lower()}-{i:02d}.mp4"
+            shade = tuple(int(c) for c in np.clip(np.array(colour) + (i - 5) * 6, 0, 255))
+            write_video(root / name, 4, size=(288, 224), colour_at=lambda t, shade=shade: shade)
+            rows.append(f"{name}\t{label}\tvideo\t{label}-{i}\tgenerated")
     (root / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
     return root
 
@@ -57,18 +47,17 @@ def offline(command: list[str]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_crop_head_recipe_trains_offline_and_its_model_tags_a_scan(coloured_corpus, tmp_path):
+def test_frame_head_recipe_trains_offline_and_its_model_tags_a_scan(coloured_corpus, tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "run"
-    done = subprocess.run(offline([sys.executable, "-m", "training.fit", str(coloured_corpus), "--arch", "crop-head",
-                                   "--out", str(out)]), capture_output=True, text=True, timeout=900)
+    done = subprocess.run(offline([sys.executable, "-m", "training.fit", str(coloured_corpus), "--arch", "frame-head",
+                                   "--out", str(out)]), capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     card = json.loads((out / "default.json").read_text())
-    assert card["labels"] == ["PlayingSitar", "PlayingTabla", "NoInstrument"]
-    assert card["input"]["shape"][1] == 12  # 4 frames x 3 crops
-    assert card["int8"]["files_whose_tags_changed"] == []
-    held_out = card["train"]["measured_torch"]["test_groups"]
-    assert held_out["players_with_their_label"] == 1.0 and held_out["no_instrument_with_any_tag"] == 0.0
+    assert card["feature_space"].startswith("lite0-v3-") and set(card["thresholds"]) >= {"PlayingSitar", "PlayingTabla"}
+    held_out = card["measured"]["out_of_fold_vision"]  # every video scored by heads fitted without its group
+    assert held_out["labels"]["PlayingSitar"]["videos"] == 10 and held_out["labels"]["PlayingSitar"]["tagged"] >= 8
+    assert held_out["no_instrument_videos_tagged"] == 0
 
     video = write_video(tmp_path / "red.mp4", 5, size=(320, 180), colour_at=lambda t: COLOURS["PlayingSitar"])
     db = tmp_path / "tags.db"
@@ -76,43 +65,80 @@ def test_crop_head_recipe_trains_offline_and_its_model_tags_a_scan(coloured_corp
                                    "--model", str(out / "default.onnx"), "--json"]),
                           capture_output=True, text=True, timeout=300)
     assert scan.returncode == 0, scan.stderr
+    assert json.loads(scan.stdout)["audio_model"].endswith("default_audio.onnx")  # named by the vision model
     with sqlite3.connect(db) as conn:
         labels = {row[0] for row in conn.execute("select label from segments")}
-    assert labels == {"PlayingSitar"}
+        stored = conn.execute("select count(*) from windows where features is not null").fetchone()[0]
+    assert labels == {"PlayingSitar"} and stored >= 2  # vision and sound windows keep their features
 
 
-def test_crop_head_needs_a_manifest(tmp_path):
+def test_frame_head_needs_a_manifest(tmp_path):
     pytest.importorskip("torch")
     (tmp_path / "PlayingSitar").mkdir()
-    done = subprocess.run([sys.executable, "-m", "training.fit", str(tmp_path), "--arch", "crop-head", "--out",
+    done = subprocess.run([sys.executable, "-m", "training.fit", str(tmp_path), "--arch", "frame-head", "--out",
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip() == (f"Error: {tmp_path} has no MANIFEST.tsv: --arch crop-head trains on a corpus "
-                                   "like ../shared/data/corpus (columns file, label, kind, group)")
+    assert done.stderr.strip() == (f"Error: {tmp_path} has no MANIFEST.tsv: --arch frame-head trains on a corpus "
+                                   "like training/corpus_videos.tsv describes (columns file, label, kind, group)")
 
 
 def test_a_corpus_label_without_a_class_is_one_line(tmp_path):
     pytest.importorskip("torch")
     (tmp_path / "MANIFEST.tsv").write_text("file\tlabel\tkind\tgroup\nimages/a.jpg\tPlayingKazoo\timage\tg1\n")
-    done = subprocess.run([sys.executable, "-m", "training.fit", str(tmp_path), "--arch", "crop-head", "--out",
+    done = subprocess.run([sys.executable, "-m", "training.fit", str(tmp_path), "--arch", "frame-head", "--out",
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == (f"Error: {tmp_path / 'MANIFEST.tsv'} line 2: label 'PlayingKazoo' has no place in "
-                                   "the default model's classes: add it to training.corpus.LABEL_POLICY")
+                                   "the default model's classes: add it to training.tags.CORPUS_LABELS")
 
 
-def test_a_wide_shot_pastes_the_photo_small_at_one_side_over_the_background():
-    pytest.importorskip("torch")
-    from training.frame_features import WideShot, wide_shot
+def test_labels_teach_their_tags_and_look_alikes_are_not_counted():
+    from training.tags import targets
 
-    subject = np.full((100, 80, 3), 250, np.uint8)  # a bright 4:5 photo
-    background = np.zeros((300, 400, 3), np.uint8)  # a dark 4:3 photo, scaled to cover 398x224
-    frame = wide_shot(subject, background, WideShot(Path("bg.jpg"), 0.5, "right"), 224)
-    assert frame.shape == (224, 398, 3)
-    bright = np.argwhere(frame[:, :, 0] > 128)
-    (top, left), (bottom, right) = bright.min(axis=0), bright.max(axis=0)
-    assert (bottom - top + 1, right - left + 1) == (112, 90)  # half the height, aspect kept
-    assert right == 397 and top == (224 - 112) // 2  # at the right edge, centred vertically
+    tags = ("PlayingGuitar", "PlayingSitar", "Drumming")
+    assert targets("PlayingBassGuitar", (), tags) == [1, 0, 0]  # a bass guitar is a guitar
+    assert targets("PlayingUkulele", (), tags) == [-1, 0, 0]  # neither teaches nor forbids guitar; never a sitar
+    assert targets("PlayingBongo", (), tags) == [0, 0, 1]  # hand drums played are drumming
+    assert targets("NoInstrument", ("PlayingGuitar",), tags) == [1, 0, 0]  # "also: PlayingGuitar" in the notes
+
+
+def test_video_tables_count_each_video_once_per_tag():
+    from training.video_eval import Truth, video_table
+
+    tags = ("PlayingGuitar", "PlayingSitar")
+    truths = [Truth("g.mp4", "PlayingGuitar", (1, 0)), Truth("u.mp4", "PlayingUkulele", (-1, 0)),
+              Truth("n.mp4", "NoInstrument", (0, 0))]
+    best = np.array([[0.9, 0.7], [0.8, 0.1], [0.2, 0.1]])  # guitar also read as sitar; the ukulele as guitar
+    table = video_table(best, truths, tags, {"PlayingGuitar": 0.5, "PlayingSitar": 0.6})
+    assert table["labels"]["PlayingGuitar"] == {"videos": 1, "tagged": 1, "wrong": 0, "also_tagged": {"PlayingSitar": 1}}
+    assert table["labels"]["PlayingSitar"]["wrong"] == 1 and table["videos_with_a_wrong_tag"] == 1
+    assert table["instrument_videos_tagged"] == 1 and table["no_instrument_videos_tagged"] == 0
+
+
+def test_the_appended_graph_computes_what_training_computes(tmp_path):
+    """features and probs of the appended ONNX nodes equal `features_from_parts` and the head in numpy."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from training.assemble import append_head, features_from_parts
+    from training.frame_head import head_scores
+    from training.frame_net import Projection
+
+    rng = np.random.default_rng(0)
+    parts_graph = tmp_path / "parts.onnx"  # a stand-in backbone: parts = the input itself
+    graph = helper.make_graph([helper.make_node("Identity", ["frames"], ["parts"])], "parts",
+                              [helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["N", 2578])],
+                              [helper.make_tensor_value_info("parts", TensorProto.FLOAT, ["N", 2578])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(parts_graph))
+    projection = Projection(rng.normal(size=2560).astype(np.float32), rng.normal(size=(2560, 16)).astype(np.float32) * 0.02)
+    weights, bias = rng.normal(size=(3, 34)).astype(np.float32) * 0.1, rng.normal(size=3).astype(np.float32)
+    append_head(parts_graph, tmp_path / "model.onnx", projection, weights, bias, {"tagger.note": "test"})
+    parts = np.concatenate([rng.random((5, 2560)), rng.random((5, 18)) * 0.1], axis=1).astype(np.float32)
+    parts[0, 2560] = 0.0  # a prior of 0: the log is taken at the floor, in both
+    probs, features = ort.InferenceSession(str(tmp_path / "model.onnx")).run(["probs", "features"], {"frames": parts})
+    expected = features_from_parts(parts, projection)
+    assert np.allclose(features, expected, atol=1e-4) and np.allclose(probs, head_scores(expected, weights, bias), atol=1e-5)
 
 
 def test_thresholds_let_at_most_the_allowed_share_of_negatives_through():
@@ -144,33 +170,19 @@ def test_a_split_keeps_one_file_or_source_on_one_side(tmp_path):
     assert items[0].in_test_split == items[1].in_test_split
 
 
-def test_shared_clips_that_are_corpus_files_do_not_calibrate(shared_data):
-    pytest.importorskip("torch")
-    from training.build_default import shared_clips
-    from training.corpus import read_manifest
-
-    if not (shared_data / "corpus" / "MANIFEST.tsv").is_file():
-        pytest.skip(f"the corpus is not at {shared_data / 'corpus'}")
-    names = {path.name for path, _ in shared_clips(shared_data, read_manifest(shared_data / "corpus")[0])}
-    assert "android-demo-app__TorchVideo_video2.mp4" not in names  # the iOS demo's video2, a corpus file
-    assert len(names) == 16
-
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("command, code, message", [
-    (["bench/eval_default.py", "--corpus", "/no/corpus"], 2,
-     "Error: --corpus /no/corpus has no MANIFEST.tsv: pass the corpus folder (../shared/data/corpus)"),
-    (["bench/eval_default.py", "--model", "/no/model.onnx"], 4,
-     "Error: model not found: /no/model.onnx (pass --model PATH or set TAGGER_MODEL)"),
-    (["bench/off_centre.py", "--corpus", "/no/corpus"], 2,
-     "Error: /no/corpus has no MANIFEST.tsv: the corpus lists its files there (tab-separated columns file, label, "
-     "kind, group)"),
-    (["bench/off_centre.py", "--scales", "abc"], 2,
-     "off_centre.py: error: argument --scales: 'abc' is not a comma-separated list of numbers in (0, 1], e.g. 1.0,0.6"),
+    (["bench/eval_default.py", "--manifest", "/no/manifest.tsv"], 2,
+     "Error: no manifest at /no/manifest.tsv: pass --manifest FILE"),
+    (["bench/eval_default.py", "--model", "x=/no/model.onnx"], 2, "Error: --model x: /no/model.onnx not found"),
     (["-m", "training.build_default", "--bogus"], 2,
      "python -m training.build_default: error: unrecognized arguments: --bogus"),
+    (["-m", "training.build_default", "--videos", "/no/videos"], 2,
+     "Error: --videos /no/videos not found: rebuild the corpus with python -m training.video_corpus build DIR"),
+    (["-m", "training.video_corpus", "counts", "/tmp", "--manifest", "/no/m.tsv"], 2,
+     "Error: no manifest at /no/m.tsv: pass --manifest FILE"),
 ])
 def test_the_model_benches_and_build_say_what_is_wrong_in_one_line(command, code, message):
     if command[0] == "-m":

@@ -40,11 +40,12 @@ class Examples:
     weights: np.ndarray  # (n,) group weights (each group sums to 1, photos scaled)
 
 
-def fit_head(examples: Examples, prior_index: list[int | None], config: HeadConfig = HeadConfig()
-             ) -> tuple[np.ndarray, np.ndarray]:
+def fit_head(examples: Examples, prior_index: list[int | None], config: HeadConfig = HeadConfig(),
+             l2: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Weights (K, D) and bias (K,) of one logistic regression per tag.
 
-    `prior_index[k]`: the feature column holding tag k's log ImageNet prior, or None.
+    `prior_index[k]`: the feature column holding tag k's log ImageNet prior, or None. `l2[k]`: tag
+    k's penalty, where it was chosen per tag (default: `config.l2` for all).
     """
     x = torch.as_tensor(examples.features, dtype=torch.float64)
     n, d = x.shape
@@ -58,8 +59,9 @@ def fit_head(examples: Examples, prior_index: list[int | None], config: HeadConf
         y = torch.as_tensor(examples.targets[:, tag], dtype=torch.float64)
         keep = y >= 0
         w_row = _balanced(examples.weights, examples.targets[:, tag])
+        penalty = config.l2 if l2 is None else l2[tag]
         weights_t, bias_t = _logistic(x[keep], y[keep], torch.as_tensor(w_row[keep.numpy()]), start[tag],
-                                      config)
+                                      config, penalty)
         weights.append(weights_t)
         bias.append(bias_t)
     return np.stack(weights).astype(np.float32), np.array(bias, np.float32)
@@ -76,7 +78,8 @@ def _balanced(group_weights: np.ndarray, target: np.ndarray) -> np.ndarray:
     return out
 
 
-def _logistic(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, start: torch.Tensor, config: HeadConfig):
+def _logistic(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, start: torch.Tensor, config: HeadConfig,
+              l2: float):
     coef = start.clone().requires_grad_(True)
     bias = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     optimiser = torch.optim.LBFGS([coef, bias], max_iter=config.steps, line_search_fn="strong_wolfe")
@@ -85,7 +88,7 @@ def _logistic(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, start: torch.Te
         optimiser.zero_grad()
         logits = x @ coef + bias
         loss = (w * torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")).sum()
-        loss = loss + config.l2 * ((coef - start) ** 2).sum()
+        loss = loss + l2 * ((coef - start) ** 2).sum()
         loss.backward()
         return loss
 

@@ -1,102 +1,18 @@
-"""What the default model's build measures of the file it wrote: speed, and its INT8 copy's tags.
+"""What the default model's build measures of the file it wrote: how fast a scan runs with it.
 
-`training/build_default.py` calls these after export; each works on ONNX files through the
-tagger's own runtime (`tagger.model.load_model`, `tagger.step.window_inputs`), so what is
-measured is what a scan runs.
+`training/build_default.py` calls `scan_speed` after export: bench/scan_speed.py in a subprocess,
+the tagger's own scan, so what is measured is what a user runs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 
-from tagger.contract import ModelContract
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def time_windows(onnx_path: Path, contract: ModelContract, batch: int, repeats: int = 7) -> float:
-    """Milliseconds per window for onnxruntime on this machine's CPU (the fastest of `repeats`)."""
-    from tagger.model import load_model
-
-    model = load_model(onnx_path, "cpu")
-    frames = np.random.default_rng(0).integers(0, 256, (batch, contract.input_frames, *contract.size, 3), np.uint8)
-    model.scores(frames)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.scores(frames)
-        times.append((time.perf_counter() - start) / batch)
-    return round(1000 * min(times), 1)
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def ship_int8(float_path: Path, target: Path, fit_files: list[Path], held_out: list[Path],
-              contract: ModelContract, calibration_files: int = 120) -> dict:
-    """Quantise `float_path` to `target`, calibrated on windows of fit files only, and compare the
-    two models' tags on the held-out files, each scored as a scan scores it."""
-    from tagger.model import load_model
-    from tagger.step import VideoJob, window_inputs
-    from training.quantise import quantise
-
-    rng = np.random.default_rng(0)
-    chosen = [fit_files[i] for i in sorted(rng.choice(len(fit_files), min(calibration_files, len(fit_files)), replace=False))]
-    calibration = [w for path in chosen for w in window_inputs(VideoJob.for_model(contract, path))[:2]]
-    quantise(float_path, target, calibration)
-    original, quantised = load_model(float_path, "cpu"), load_model(target, "cpu")
-    tags = [k for k, label in enumerate(contract.labels) if label in contract.tag_labels]
-    limits = np.array([contract.threshold_for(contract.labels[k]) for k in tags])
-    changed, flipped, decisions, largest = [], 0, 0, 0.0
-    for path in held_out:
-        windows = window_inputs(VideoJob.for_model(contract, path))
-        a, b = original.scores(windows)[:, tags], quantised.scores(windows)[:, tags]
-        hit_a, hit_b = a >= limits, b >= limits
-        largest, decisions = max(largest, float(np.abs(a - b).max())), decisions + hit_a.size
-        flipped += int((hit_a != hit_b).sum())
-        if (hit_a.any(0) != hit_b.any(0)).any():
-            changed.append(path.name)
-    timing = {"float32": _ms_per_window(original, windows), "int8": _ms_per_window(quantised, windows)}
-    return {
-        "calibration": f"{len(calibration)} windows of {len(chosen)} files of the fit groups",
-        "held_out_files": len(held_out), "files_whose_tags_changed": changed,
-        "window_decisions": decisions, "window_decisions_flipped": flipped, "max_abs_score_diff": round(largest, 4),
-        "ms_per_window": timing,
-        "summary": f"{len(held_out) - len(changed)} of {len(held_out)} held-out files keep their tags; "
-                   f"{flipped} of {decisions} window decisions flip; max score change {largest:.3f}; "
-                   f"{timing['float32']} -> {timing['int8']} ms per window",
-    }
-
-
-def write_train_metadata(path: Path, train: dict) -> None:
-    """Replace `tagger.train` in the ONNX file at `path` (the INT8 copy says what it is)."""
-    import onnx
-
-    graph = onnx.load(str(path))
-    for prop in graph.metadata_props:
-        if prop.key == "tagger.train":
-            prop.value = json.dumps(train)
-    onnx.save(graph, str(path))
-
-
-def _ms_per_window(model, windows: np.ndarray, repeats: int = 5) -> float:
-    batch = np.concatenate([windows] * 8)[:8]
-    model.scores(batch)
-    best = min(_timed(model, batch) for _ in range(repeats))
-    return round(1000 * best / len(batch), 1)
-
-
-def _timed(model, batch: np.ndarray) -> float:
-    start = time.perf_counter()
-    model.scores(batch)
-    return time.perf_counter() - start
 
 
 def scan_speed(model: Path, runs: int = 2) -> dict:
