@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 
 from tagger.cli_app import app
-from tagger.commands import scanning, reading  # noqa: F401, I001 - registers the commands, in this order
+from tagger.commands import scanning, reading, features  # noqa: F401, I001 - registers the commands, in this order
 
 __all__ = ["app", "main"]
 

@@ -76,6 +76,7 @@ LabelOption = Annotated[Optional[list[str]], typer.Option("--label", "-l", help=
 MinScoreOption = Annotated[Optional[float], typer.Option("--min-score", help="Only segments scoring at least this")]
 AudioModelOption = Annotated[Optional[str], typer.Option("--audio-model", help="Exported audio ONNX model [env: TAGGER_AUDIO_MODEL; default: the one the vision model names, or the shipped one with the shipped model]")]
 PathOption = Annotated[Optional[str], typer.Option("--path", help="Only videos whose path matches this glob or contains this text")]
+HeadsOption = Annotated[Optional[str], typer.Option("--heads", help="Folder of add-on heads, the labels tagger learn taught [env: TAGGER_HEADS; default: heads/ in the user data dir]")]
 
 
 class _WarningLines(logging.Handler):

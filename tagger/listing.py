@@ -71,6 +71,8 @@ def shortened_path(path: str, width: int) -> str:
 def _cell(field: str, value) -> str:
     if field in ("start_s", "end_s"):
         return short_timecode(value)
+    if field == "similarity":
+        return f"{value:.3f}"  # near neighbours differ in the third decimal
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)  # shown as Text, not markup: a path with [brackets] prints as it is

@@ -117,6 +117,8 @@ def render_summary(console: Console, summary: ScanSummary, db: str, audio_note: 
     table.add_row("failed", str(len(summary.failed)))
     if summary.elsewhere:
         table.add_row("left to other scans", f"{summary.elsewhere} (being tagged by another scan of this database)")
+    if summary.rescored:
+        table.add_row("from stored features", f"{summary.rescored} of the tagged (scored again, not decoded)")
     table.add_row("segments stored", str(summary.segments))
     rate = summary.video_seconds / max(summary.wall_seconds, 1e-6)
     table.add_row("video time tagged", f"{summary.video_seconds:.1f} s in {summary.wall_seconds:.1f} s ({rate:.1f}x real time)")
@@ -125,14 +127,17 @@ def render_summary(console: Console, summary: ScanSummary, db: str, audio_note: 
     if summary.executor != "local":
         table.add_row("executor", summary.executor)
     table.add_row("audio model", Text(audio_note or (summary.audio_model or "none (vision only)")))
+    if summary.heads:
+        table.add_row("add-on heads", Text(", ".join(summary.heads)))
     console.print(table)
     for failure in summary.failed:
         console.print(Text.assemble(("failed", "red"), f" {printable(failure.path)}: {printable(failure.reason)}"))
 
 
-def render_model(console: Console, model) -> None:
+def render_model(console: Console, model, taught: tuple[str, ...] = ()) -> None:
     """One model: identity, input geometry, providers, taggable labels with their thresholds, and
-    the labels it deliberately leaves out with the reason (`tagger.left_out`)."""
+    the labels it deliberately leaves out with the reason (`tagger.left_out`), but for those an
+    add-on head teaches (`taught`)."""
     c = model.contract
     table = Table(title=Text(str(model.path)), show_header=False)
     table.add_row("name / arch / version", f"{model.name} / {c.arch} / {c.version}")
@@ -153,12 +158,14 @@ def render_model(console: Console, model) -> None:
         labels.add_row(Text(label), f"{c.threshold_for(label):.2f}")
     console.print(labels)
     for label, reason in c.left_out.items():
-        console.print(Text(f"not tagged: {label}: {reason}"))
+        if label not in taught:
+            console.print(Text(f"not tagged: {label}: {reason}"))
 
 
-def render_coverage(console: Console, video, audio, audio_note: str = "") -> None:
-    """Every label this pair of models can tag, and from what evidence."""
-    seen = set(video.contract.tag_labels)
+def render_coverage(console: Console, video, audio, audio_note: str = "", taught: tuple[str, ...] = ()) -> None:
+    """Every label this pair of models can tag, and from what evidence (`taught`: the labels of the
+    add-on heads, seen through the vision model's features)."""
+    seen = set(video.contract.tag_labels) | set(taught)
     heard = set(audio.contract.tag_labels) if audio else set()
     rows = Table("label", "can be tagged from", title=Text(f"sound model: {audio_note}") if audio_note else None)
     for label in sorted(seen | heard):

@@ -55,11 +55,12 @@ def _no_shipped_audio_by_default():
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch, tmp_path, request):
     """No test reads the user's TAGGER_* settings or writes to their data directory."""
-    for name in ("TAGGER_DB", "TAGGER_MODEL", "TAGGER_AUDIO_MODEL"):
+    for name in ("TAGGER_DB", "TAGGER_MODEL", "TAGGER_AUDIO_MODEL", "TAGGER_HEADS", "TAGGER_CACHE"):
         monkeypatch.delenv(name, raising=False)
     if request.node.get_closest_marker("shipped_audio") is not None:
         monkeypatch.setattr(tagger.model, "DEFAULT_AUDIO_MODEL_NAME", SHIPPED_AUDIO_MODEL)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # the feature index (tagger similar, learn)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield
 
