@@ -13,7 +13,9 @@ exist. Then, each in a fresh process:
   (tracemalloc: numpy's buffers) and the process's peak resident set afterwards (which counts the
   pages of the memory-mapped index it touched);
 - after one more video is stored, the query that refreshes the index incrementally;
-- `tagger similar` as a user runs it, start-up included.
+- `tagger similar` as a user runs it, start-up included;
+- `tagger learn` of a label from 3 two-minute spans (90 windows) against the default sample of
+  5,000 negatives, start-up included (the fits, the held-out check and scoring every stored window).
 
 `--db postgresql://...` runs the same against a PostgreSQL server (a new database per size).
 Measurements, not a test; results are printed and written to bench/similar_speed.json.
@@ -106,6 +108,19 @@ def _query(target: str, mode: str, env: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _learn_seconds(work: Path, target: str, env: dict, dim: int) -> float:
+    """`tagger learn` in a subprocess, with a generated model of the store's feature space."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from feature_storage import write_model
+
+    model = write_model(work / f"bench{dim}.onnx", dim, f"bench-{dim}")
+    spans = [arg for i in range(3) for arg in ("--positive", f"/archive/reel000/clip{i:05d}.mp4@0-120")]
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tagger.cli", "learn", "SceneA", *spans, "--model", str(model), "--db",
+                    target, "--heads", str(work / "heads")], env=env, check=True, capture_output=True)
+    return time.perf_counter() - began
+
+
 def _postgres_database(server: str, name: str) -> str:
     import sqlalchemy as sa
 
@@ -137,12 +152,13 @@ def measure(work: Path, windows: int, dim: int, server: str | None) -> dict:
     subprocess.run([sys.executable, "-m", "tagger.cli", "similar", "/archive/reel000/clip00000.mp4", "--at", "20:34",
                     "--db", target, "--format", "csv"], env=env, check=True, capture_output=True)
     cli_s = time.perf_counter() - began
+    learn_s = _learn_seconds(work, target, env, dim)
     result = {"windows": windows, "videos": videos, "dim": dim, "write_s": round(write_s, 1),
               "db_mb": round(db_mb, 1) if db_mb else None, "cache_mb": round(cache_mb, 1),
               "first_query_s": round(cold, 3), "query_median_s": round(warm["median_s"], 4),
               "query_max_s": round(warm["max_s"], 4), "query_allocated_mb": round(warm["allocated_mb"], 1),
               "peak_rss_mb": round(warm["peak_rss_mb"], 1), "query_after_one_new_video_s": round(refreshed, 3),
-              "cli_s": round(cli_s, 2)}
+              "cli_s": round(cli_s, 2), "learn_cli_s": round(learn_s, 1)}
     print(json.dumps(result), flush=True)
     return result
 
@@ -159,11 +175,12 @@ def main() -> None:
     results = [measure(work, int(size), args.dim, args.db) for size in args.sizes.split(",")]
     name = "similar_speed_postgres.json" if args.db else "similar_speed.json"
     Path(__file__).with_name(name).write_text(json.dumps(results, indent=1) + "\n")
-    print(f"{'windows':>9} {'first query':>12} {'query':>8} {'allocated':>10} {'peak RSS':>9} {'+1 video':>9} {'CLI':>6}")
+    print(f"{'windows':>9} {'first query':>12} {'query':>8} {'allocated':>10} {'peak RSS':>9} {'+1 video':>9} {'CLI':>6} "
+          f"{'learn':>6}")
     for r in results:
         print(f"{r['windows']:>9} {r['first_query_s']:>11.2f}s {r['query_median_s'] * 1000:>6.0f}ms "
               f"{r['query_allocated_mb']:>8.1f}MB {r['peak_rss_mb']:>7.0f}MB {r['query_after_one_new_video_s']:>8.2f}s "
-              f"{r['cli_s']:>5.1f}s")
+              f"{r['cli_s']:>5.1f}s {r['learn_cli_s']:>5.1f}s")
     if not args.keep:
         shutil.rmtree(work)
 

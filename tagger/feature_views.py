@@ -28,23 +28,26 @@ def _count(n: int, thing: str) -> str:
 
 
 def render_lesson(console: Console, lesson) -> None:
-    """What `tagger learn` taught (a `tagger.learning.Lesson`), in a few short lines."""
+    """What `tagger learn` taught (a `tagger.learning.Lesson`), in short lines (80 columns but for
+    long paths)."""
     negatives = (f"{_count(lesson.negative_windows, 'window')} sampled from {_count(lesson.negative_videos, 'other video')}"
                  if lesson.sampled else
                  f"{_count(lesson.negative_windows, 'window')} in {_count(lesson.negative_videos, 'video')}")
-    _plain(console, f"{lesson.label}: {_count(lesson.positives, 'positive example')} "
-                    f"({_count(lesson.positive_windows, 'window')} in {_count(lesson.positive_videos, 'video')}); "
-                    f"negatives: {negatives}")
-    _plain(console, f"held out by {lesson.held_out_by}, {lesson.folds} folds: precision {lesson.precision:.2f}, "
-                    f"recall {lesson.recall:.2f} over windows; found {lesson.examples_found} of "
-                    f"{lesson.positives} positive examples; tagged {lesson.negative_videos_tagged} of "
-                    f"{_count(lesson.negative_videos, 'negative video')}")
-    _plain(console, f"threshold {lesson.threshold:.2f} (best F1 held out; L2 {lesson.penalty:g}), learnt in "
-                    f"{lesson.seconds:.1f} s")
-    _plain(console, f"would tag {lesson.would_tag_videos} of {_count(lesson.featured_videos, 'video')} with features: "
-                    f"{_count(lesson.would_tag_segments, 'segment')}, {short_timecode(lesson.would_tag_seconds)} in all")
-    _plain(console, f"{'replaced' if lesson.replaced else 'wrote'} {printable(lesson.path)}: `tagger retag` applies "
-                    "it to the stored videos without decoding; scans apply it to new ones")
+    for line in (
+        f"{lesson.label}: {_count(lesson.positives, 'positive example')} "
+        f"({_count(lesson.positive_windows, 'window')} in {_count(lesson.positive_videos, 'video')})",
+        f"negatives: {negatives}",
+        f"held out by {lesson.held_out_by}, {lesson.folds} folds: precision {lesson.precision:.2f}, "
+        f"recall {lesson.recall:.2f} (windows)",
+        f"  found {lesson.examples_found} of {lesson.positives} positive examples, tagged "
+        f"{lesson.negative_videos_tagged} of {_count(lesson.negative_videos, 'negative video')}",
+        f"threshold {lesson.threshold:.2f} (best F1 held out; L2 {lesson.penalty:g}); learnt in {lesson.seconds:.1f} s",
+        f"would tag {lesson.would_tag_videos} of {_count(lesson.featured_videos, 'video')} with features: "
+        f"{_count(lesson.would_tag_segments, 'segment')}, {short_timecode(lesson.would_tag_seconds)}",
+        f"{'replaced' if lesson.replaced else 'wrote'} {printable(lesson.path)}",
+        "tagger retag applies it to stored videos (no decoding); scans, to new ones",
+    ):
+        _plain(console, line)
 
 
 class RichRetagProgress(RetagProgress):
@@ -76,17 +79,16 @@ def render_retag(out: Console, err: Console, summary: RetagSummary, quiet: bool 
         out.file.write(f"{printable(video.path)}\t{printable(video.reason)}\n")
     if quiet:
         return
-    heads = f" and {_count(len(summary.heads), 'add-on head')} ({', '.join(summary.heads)})" if summary.heads else ""
-    line = (f"retagged {summary.retagged} of {_count(summary.videos, 'stored video')} from their features with "
-            f"{Path(summary.model).name}{heads}, no decoding: {_count(summary.segments, 'segment')}; "
-            f"{summary.current} already current")
+    heads = f"; add-on heads: {', '.join(summary.heads)}" if summary.heads else "; no add-on heads"
+    _plain(err, f"retagged {summary.retagged} of {_count(summary.videos, 'stored video')} from their features, "
+                f"no decoding: {_count(summary.segments, 'segment')}; {summary.current} already current")
+    _plain(err, f"model {Path(summary.model).name}{heads}")
     if summary.changed:
-        line += f"; {summary.changed} stored again by a scan meanwhile (its tags stand)"
-    _plain(err, line)
+        _plain(err, f"{summary.changed} stored again by a scan meanwhile: that scan's tags stand")
     if summary.not_retagged:
         count = len(summary.not_retagged)
-        _plain(err, f"{count} video{'s' * (count != 1)} could not be re-tagged without decoding (listed above): a "
-                    f"rescan with features fixes {'them' if count != 1 else 'it'} ({RESCAN})")
+        _plain(err, f"{_count(count, 'video')} could not be re-tagged without decoding (listed above)")
+        _plain(err, f"a rescan with features fixes {'them' if count != 1 else 'it'}: {RESCAN}")
 
 
 def render_addons(console: Console, folder: Path, contract) -> None:

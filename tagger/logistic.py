@@ -1,6 +1,6 @@
 """A logistic head for one label, fitted in numpy, checked on held-out groups, threshold chosen there.
 
-`fit_logistic` fits sigmoid(x @ w + b) by Newton's method on standardised features (each class
+`fit_logistic` fits sigmoid(x @ w + b) by L-BFGS on standardised features (each class
 weighs half, however few positives there are; an L2 penalty keeps a handful of examples from being
 learnt by heart) and returns the weights in the features' own units, as `tagger.heads.Head` scores
 them. `cross_validate` scores every window by a head fitted without its group (a video, so that
@@ -17,7 +17,8 @@ import numpy as np
 
 PENALTIES = (1.0, 0.1, 0.01, 0.001)  # L2 on standardised features, tried strongest first
 MAX_FOLDS = 5
-NEWTON_STEPS = 30  # converges in under 10 on every set tried; the cap bounds the time
+MAX_STEPS = 500  # L-BFGS steps; a few dozen reach the minimum on the sets tried, the cap bounds an odd one
+MEMORY = 10  # the curvature pairs L-BFGS keeps
 THRESHOLD_RANGE = (0.05, 0.95)  # a threshold outside it would tag almost everything or almost nothing
 
 
@@ -45,27 +46,56 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, penalty: float, start: np.ndarray
     weight = np.where(y, 0.5 / max(1, y.sum()), 0.5 / max(1, (~y).sum()))  # each class weighs half
     ridge = np.full(z.shape[1], penalty)
     ridge[-1] = 0.0  # the bias is not penalised
-    def loss(theta: np.ndarray) -> float:
-        margin = np.where(y, 1.0, -1.0) * (z @ theta)
-        return float((weight * np.logaddexp(0.0, -margin)).sum() + 0.5 * (ridge * theta * theta).sum())
+    sign = np.where(y, 1.0, -1.0)
+    transposed = np.ascontiguousarray(z.T)  # both products row-major: 2.6x faster with OpenBLAS's threads
 
-    theta = np.zeros(z.shape[1]) if start is None else start.copy()
-    current = loss(theta)
-    for _ in range(NEWTON_STEPS):
-        p = _sigmoid(z @ theta)
-        gradient = z.T @ (weight * (p - y)) + ridge * theta
-        hessian = (z * (weight * p * (1 - p))[:, None]).T @ z + np.diag(ridge + 1e-9)
-        step = np.linalg.solve(hessian, gradient)
-        for _ in range(20):  # halve the step until the loss falls: Newton overshoots on separable sets
-            trial = loss(theta - step)
-            if trial <= current:
-                break
-            step = step / 2
-        theta, current = theta - step, min(current, trial)
-        if np.abs(step).max() < 1e-6:
-            break
+    def loss_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        margin = sign * (z @ theta)
+        loss = (weight * np.logaddexp(0.0, -margin)).sum() + 0.5 * (ridge * theta * theta).sum()
+        return float(loss), transposed @ (-weight * sign * _sigmoid(-margin)) + ridge * theta
+
+    theta = _lbfgs(loss_and_gradient, np.zeros(z.shape[1]) if start is None else start.copy())
     w = theta[:-1] / scale
     return Fitted(w.astype(np.float32), float(theta[-1] - (w * mean).sum())), theta
+
+
+def _lbfgs(objective, theta: np.ndarray) -> np.ndarray:
+    """Minimise a smooth convex `objective` (theta -> (value, gradient)) by L-BFGS with a
+    backtracking line search. Each step costs two products with the (n, D) data, where Newton's
+    costs a (D, D) Hessian (seconds at D = 274 and 5,000 windows on two cores)."""
+    value, gradient = objective(theta)
+    steps: list[tuple[np.ndarray, np.ndarray]] = []
+    for _ in range(MAX_STEPS):
+        direction = -gradient
+        history = []
+        for s, g in reversed(steps):  # the two-loop recursion: direction = -H gradient
+            a = (s @ direction) / (g @ s)
+            direction = direction - a * g
+            history.append((s, g, a))
+        if steps:
+            s, g = steps[-1]
+            direction = direction * (s @ g) / (g @ g)
+        else:
+            direction = direction / max(1.0, float(np.abs(gradient).max()))
+        for s, g, a in reversed(history):
+            direction = direction + s * (a - (g @ direction) / (g @ s))
+        slope = float(gradient @ direction)
+        if slope >= 0:  # not a descent direction (rounding): start again from the gradient
+            steps, direction, slope = [], -gradient, -float(gradient @ gradient)
+        size = 1.0
+        for _ in range(40):
+            trial = theta + size * direction
+            new_value, new_gradient = objective(trial)
+            if new_value <= value + 1e-4 * size * slope:
+                break
+            size /= 2
+        if (new_gradient - gradient) @ (trial - theta) > 1e-16:
+            steps = [*steps[-(MEMORY - 1):], (trial - theta, new_gradient - gradient)]
+        done = value - new_value <= 1e-10 * max(1.0, abs(value))  # scores then within 1e-4 of the minimum's
+        theta, value, gradient = trial, new_value, new_gradient
+        if done or np.abs(gradient).max() < 1e-9:
+            break
+    return theta
 
 
 @dataclass(frozen=True)

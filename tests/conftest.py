@@ -32,6 +32,31 @@ def colour_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def feature_model(tmp_path_factory) -> Path:
+    """The colour model with a `features` output (its mean red, green, blue; space colour-test-1)
+    and no head of its own."""
+    return write_colour_model(tmp_path_factory.mktemp("models") / "colour_features.onnx", features=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request, tmp_path) -> str:
+    """A new database: a SQLite file, then (a second run of the test) a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "t.db")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def opens(monkeypatch, tmp_path) -> Path:
+    """The file `--decoders fake_decoders:CountingSource` appends each video it opens to, in the
+    scan's decoder processes: how often each video was decoded."""
+    log = tmp_path / "opens.log"
+    log.touch()
+    monkeypatch.setenv("TAGGER_TEST_OPEN_LOG", str(log))
+    return log
+
+
+@pytest.fixture(scope="session")
 def red_grey_blue_video(tmp_path_factory) -> Path:
     """10 s MPEG-4 AVI at 25 fps, 160x120: red until 3 s, grey until 6 s, then blue."""
     folder = tmp_path_factory.mktemp("rgb")

@@ -33,19 +33,6 @@ def archive(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def feature_model(tmp_path_factory) -> Path:
-    return write_colour_model(tmp_path_factory.mktemp("fm") / "colour_features.onnx", features=True)
-
-
-@pytest.fixture
-def opens(monkeypatch, tmp_path) -> Path:
-    log = tmp_path / "opens.log"
-    log.touch()
-    monkeypatch.setenv("TAGGER_TEST_OPEN_LOG", str(log))
-    return log
-
-
 @pytest.fixture
 def no_decoding(monkeypatch):
     """In this process (learn, retag and similar run in it), any attempt to open a video fails the test."""
@@ -59,11 +46,9 @@ def no_decoding(monkeypatch):
     monkeypatch.setattr(tagger.step, "open_video", refuse)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "t.db")
-    return request.getfixturevalue("postgres_url")
+@pytest.fixture
+def db(any_db) -> str:
+    return any_db
 
 
 @pytest.fixture(scope="module")
@@ -105,14 +90,15 @@ def test_a_taught_label_tags_held_out_videos_without_decoding(runner, db, archiv
                          "--positive", f"{archive / 'magenta2.avi'}@0-2", "--negative", archive / "negatives")
         assert learnt.exit_code == 0, learnt.output
         lines = learnt.stdout.splitlines()
-        assert lines[0] == ("Magenta: 3 positive examples (8 windows in 3 videos); negatives: 18 windows in 6 "
-                            "videos")
-        assert lines[1] == ("held out by video, 3 folds: precision 1.00, recall 1.00 over windows; found 3 of 3 "
-                            "positive examples; tagged 0 of 6 negative videos")
-        assert lines[2].startswith("threshold ") and "(best F1 held out; L2 " in lines[2]
-        assert lines[3] == "would tag 5 of 11 videos with features: 5 segments, 0:00:15.0 in all"
-        assert lines[4] == (f"wrote {tmp_path / 'heads' / 'Magenta.head.json'}: `tagger retag` applies it to the "
-                            "stored videos without decoding; scans apply it to new ones")
+        assert lines[:4] == ["Magenta: 3 positive examples (8 windows in 3 videos)",
+                             "negatives: 18 windows in 6 videos",
+                             "held out by video, 3 folds: precision 1.00, recall 1.00 (windows)",
+                             "  found 3 of 3 positive examples, tagged 0 of 6 negative videos"]
+        assert lines[4].startswith("threshold ") and "(best F1 held out; L2 " in lines[4]
+        assert lines[5:] == ["would tag 5 of 11 videos with features: 5 segments, 0:00:15.0",
+                             f"wrote {tmp_path / 'heads' / 'Magenta.head.json'}",
+                             "tagger retag applies it to stored videos (no decoding); scans, to new ones"]
+        assert max(len(line) for line in lines[:6] + lines[7:]) <= 80
         head = read_addon(tmp_path / "heads" / "Magenta.head.json")
         assert (head.labels, head.space, head.dim) == (("Magenta",), "colour-test-1", 3)
         assert (head.info["positives"], head.info["positive_windows"], head.info["negative_windows"]) == (3, 8, 18)
@@ -126,8 +112,8 @@ def test_a_taught_label_tags_held_out_videos_without_decoding(runner, db, archiv
         retagged = _invoke(runner, "retag", "--db", db, "--model", feature_model)
         assert retagged.exit_code == 0, retagged.output
         assert retagged.stdout == ""
-        assert retagged.stderr == ("retagged 11 of 11 stored videos from their features with colour_features.onnx and "
-                                   "1 add-on head (Magenta), no decoding: 20 segments; 0 already current\n")
+        assert retagged.stderr == ("retagged 11 of 11 stored videos from their features, no decoding: 20 segments; 0 "
+                                   "already current\nmodel colour_features.onnx; add-on heads: Magenta\n")
         assert _tagged(runner, db, "Magenta") == [("concert.avi", 3.0, 6.0), ("magenta0.avi", 0.0, 3.0),
                                                   ("magenta1.avi", 0.0, 3.0), ("magenta2.avi", 0.0, 3.0),
                                                   ("magenta3.avi", 0.0, 3.0)]
@@ -157,10 +143,10 @@ def test_retag_lists_the_videos_stored_without_features(runner, scanned, archive
     assert result.exit_code == 3
     assert result.stdout == f"{featureless}\tscanned without features\n"
     assert result.stderr == (
-        "retagged 10 of 11 stored videos from their features with colour_features.onnx and 1 add-on head (Magenta), "
-        "no decoding: 20 segments; 0 already current\n"
-        "1 video could not be re-tagged without decoding (listed above): a rescan with features fixes it "
-        "(tagger scan --force PATH)\n")
+        "retagged 10 of 11 stored videos from their features, no decoding: 20 segments; 0 already current\n"
+        "model colour_features.onnx; add-on heads: Magenta\n"
+        "1 video could not be re-tagged without decoding (listed above)\n"
+        "a rescan with features fixes it: tagger scan --force PATH\n")
     again = _invoke(runner, "retag", "--db", db, "--model", feature_model, "--heads", heads, "--quiet")
     assert (again.exit_code, again.stdout, again.stderr) == (3, f"{featureless}\tscanned without features\n", "")
 
@@ -187,8 +173,8 @@ def test_retag_after_a_rescan_with_features(runner, archive, feature_model, open
     assert rescan.exit_code == 0, rescan.output
     done = _invoke(runner, "retag", "--db", db, "--model", feature_model, "--heads", heads)
     assert (done.exit_code, done.stdout) == (0, "")
-    assert done.stderr == ("retagged 0 of 1 stored video from their features with colour_features.onnx and 1 add-on "
-                           "head (Magenta), no decoding: 0 segments; 1 already current\n")
+    assert done.stderr == ("retagged 0 of 1 stored video from their features, no decoding: 0 segments; 1 already "
+                           "current\nmodel colour_features.onnx; add-on heads: Magenta\n")
     assert _tagged(runner, db, "Magenta") == [("magenta3.avi", 0.0, 3.0)]
 
 
@@ -281,6 +267,6 @@ def test_learn_takes_examples_from_stored_segments(runner, scanned, archive, fea
                         "--positive", f"{blue}@0-1", "--positive", f"{blue}@1-2", "--positive", f"{blue}@2-3",
                         "--negative-query", "path=*red*")
     assert one_video.exit_code == 0, one_video.output
-    assert one_video.stdout.splitlines()[0] == ("Bluish: 3 positive examples (3 windows in 1 video); negatives: 6 "
-                                                "windows in 2 videos")
-    assert one_video.stdout.splitlines()[1].startswith("held out by example, 3 folds: ")
+    assert one_video.stdout.splitlines()[:2] == ["Bluish: 3 positive examples (3 windows in 1 video)",
+                                                 "negatives: 6 windows in 2 videos"]
+    assert one_video.stdout.splitlines()[2].startswith("held out by example, 3 folds: ")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthetic import BLUE, GREY, RED, timeline, write_colour_model, write_video
+from synthetic import BLUE, RED, timeline, write_colour_model, write_video
 from tagger.cli import app
 from tagger.heads import Head, write_addon
 
@@ -27,26 +27,9 @@ def red_then_cyan(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("rc") / "red_then_cyan.avi", 4, colour_at=timeline((2, RED), (99, CYAN)))
 
 
-@pytest.fixture(scope="module")
-def feature_model(tmp_path_factory) -> Path:
-    """The colour model with features (space colour-test-1) and no head of its own."""
-    return write_colour_model(tmp_path_factory.mktemp("fm") / "colour_features.onnx", features=True)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "t.db")
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
-def opens(monkeypatch, tmp_path) -> Path:
-    """The file CountingSource appends each decoded video's path to (the scan's decoder processes)."""
-    log = tmp_path / "opens.log"
-    log.touch()
-    monkeypatch.setenv("TAGGER_TEST_OPEN_LOG", str(log))
-    return log
+def db(any_db) -> str:
+    return any_db
 
 
 def _scan(runner, db, video, model, *extra) -> dict:
@@ -100,6 +83,9 @@ def test_a_head_added_later_tags_stored_videos_without_decoding(runner, db, red_
     direct = tmp_path / "direct.db"  # readers derive what a scan with the same heads stores
     _scan(runner, str(direct), red_then_cyan, feature_model, "--heads", str(heads), "--threshold", "0.85")
     assert _segments(runner, db, "--threshold", "0.85") == _segments(runner, str(direct))
+    rederived = _scan(runner, db, red_then_cyan, feature_model, "--heads", str(heads), "--threshold", "0.85")
+    assert (rederived["tagged"], rederived["rescored"]) == (1, 0)  # new segments from the stored add-on scores
+    assert _segments(runner, db) == _segments(runner, str(direct))
     assert len(opens.read_text().splitlines()) == 2  # only the direct scan decoded
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthetic import BLUE, GREEN, GREY, RED, solid, timeline, write_colour_model, write_video
+from synthetic import BLUE, GREEN, GREY, RED, solid, timeline, write_video
 from tagger.cli import app
 
 FIELDS = ["rank", "path", "start_s", "end_s", "start_tc", "end_tc", "similarity", "tags"]
@@ -25,16 +25,9 @@ def colours(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def feature_model(tmp_path_factory) -> Path:
-    return write_colour_model(tmp_path_factory.mktemp("fm") / "colour_features.onnx", features=True)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "t.db")
-    return request.getfixturevalue("postgres_url")
+@pytest.fixture
+def db(any_db) -> str:
+    return any_db
 
 
 def _scan(runner, db, *args) -> None:

@@ -11,18 +11,18 @@ from tagger.cli_app import DbOption, HeadsOption, ModelOption, app, boundary, er
 from tagger.commands.reading import FormatOption
 from tagger.config import resolve_db, resolve_model
 
-ExamplesOption = Annotated[Optional[list[str]], typer.Option(help="A stored video, a span of one (PATH@START-END, times as seconds or [HH:]MM:SS), or a folder of them (repeatable)")]
-ExampleQueryOption = Annotated[Optional[list[str]], typer.Option(help="Stored segments as examples: label=LABEL[,path=GLOB][,min-score=S]; or whole videos: path=GLOB (repeatable)")]
+EXAMPLE = "PATH[@START-END]"
+QUERY = "label=L,path=GLOB,min-score=S"
 
 
 @app.command()
 @boundary
 def learn(
     label: Annotated[str, typer.Argument(help="The label to teach: a new one, or one the model has (the head then replaces its scores)")],
-    positive: ExamplesOption = None,
-    negative: ExamplesOption = None,
-    positive_query: ExampleQueryOption = None,
-    negative_query: ExampleQueryOption = None,
+    positive: Annotated[Optional[list[str]], typer.Option(metavar=EXAMPLE, help="An example of LABEL: a stored video, a span of one (times as seconds, MM:SS or HH:MM:SS), or a folder of them (repeatable)")] = None,
+    negative: Annotated[Optional[list[str]], typer.Option(metavar=EXAMPLE, help="An example of what LABEL is not, as --positive [default: a sample of the other stored windows]")] = None,
+    positive_query: Annotated[Optional[list[str]], typer.Option(metavar=QUERY, help="Stored segments as positives (label=, with path= and min-score= optional), or whole videos (path= alone) (repeatable)")] = None,
+    negative_query: Annotated[Optional[list[str]], typer.Option(metavar=QUERY, help="Stored segments or videos as negatives, as --positive-query")] = None,
     model: ModelOption = None,
     heads: HeadsOption = None,
     db: DbOption = None,
