@@ -1,24 +1,24 @@
-"""Score an exported model on labelled videos the way `tagger scan` does, and count its mistakes.
+"""The gate for a new default model: scan held-out real videos with it and with the model it replaces.
 
-Videos come from the shared clips (`../shared/data`, labels from its MANIFEST.tsv) and from any
-folder laid out as `<label>/<video>`. Label `other` (also `none`, `negative`, `NoInstrument`) means
-"no instrument": such a video must get no tag at all. Everything runs through the tagger's own
-runtime code, so what is measured is what a scan stores: `tagger.model.load_model` (onnxruntime,
-contract from the file's metadata) and the scan's per-video step `tagger.step.score_video` (PyAV, then decord, short-side
-resize, centre crop, frames sampled at the model's fps/frame_step, windows of clip_len). A video
-gets a tag when any of its windows reaches that label's threshold (the model's `tagger.threshold`).
+    python bench/eval_default.py                                 # exports/default.onnx against the previous default
+    python bench/eval_default.py --model new=runs/x.onnx:runs/x_audio.onnx --model old=exports/default.onnx
+    python bench/eval_default.py --split all --json out.json     # every labelled video, not only the test groups
 
-    python bench/eval_default.py                        # exports/default.onnx on the shared clips
-    python bench/eval_default.py --corpus               # ... and the corpus's held-out groups, per label
-    python bench/eval_default.py --model exports/x.onnx ~/footage/labelled --no-shared --json out.json
+Each model (`NAME=VISION[:SOUND]`) scans the videos with `tagger scan` itself (the library call:
+discovery, decoding, windows, both streams, fusion, segments), into a database of its own under
+`runs/eval/`, so what is measured is what a user gets. A video is tagged with a label when the scan
+stored a segment of it. Per label, side by side: the held-out videos showing it, how many each
+model tagged with it, and how many videos each tagged with it wrongly (a label a video neither
+teaches nor forbids, such as guitar on a ukulele, counts neither way; see `training/tags.py`).
 
-`--corpus` scores the test split of `../shared/data/corpus` (fold 0 of 5 by group, as
-`training/build_default.py` holds it out: no photo or video of those groups trained or calibrated
-anything) and prints per-label recall and precision, the confusions, and how many `NoInstrument`
-items and never-tagged instruments got a tag; it uses `training.corpus` and `training.calibrate`,
-which need numpy only.
+The videos: the video corpus (`training/corpus_videos.tsv`, files under `--root`), the videos of
+`../shared/data/corpus` and the shared clips. `--split test` (the default) keeps the test groups
+only (fold 0 of 5 by split group: nothing of them trained, calibrated or chose anything); the
+shared clips are always held out. A video's truth is the union of its manifest rows.
 
-Needs onnxruntime, numpy and the tagger package only (no torch).
+The gate: the first model passes against each other one when no label with 3 or more held-out
+videos has a lower recall or more wrong tags with it. Exit 0 when it passes, 1 when it does not,
+2 for a usage error.
 """
 
 from __future__ import annotations
@@ -26,234 +26,166 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sqlite3
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from tagger.model import LoadedModel, load_model
-from tagger.step import VIDEO, VideoFailure, VideoJob, score_video
-
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = ROOT / "exports" / "default.onnx"
-SHARED_DATA = ROOT.parent / "shared" / "data"
-NEGATIVE_LABELS = {"other", "none", "negative", "noinstrument", "background"}
-VIDEO_SUFFIXES = {".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
-BATCH = 8  # windows per onnxruntime call, as the scanner batches them
+SHARED = ROOT.parent / "shared" / "data"
+EVAL_DIR = ROOT / "runs" / "eval"
+PREVIOUS = EVAL_DIR / "v2.onnx"  # the default this one replaces (git show 1e9d463:exports/default.onnx)
+MIN_VIDEOS = 3  # labels with fewer held-out videos are shown, not gated
 
 
-@dataclass
-class VideoResult:
-    """What the model made of one labelled video."""
+@dataclass(frozen=True)
+class Labelled:
+    """One held-out video file and what it shows, per tag."""
 
-    path: str
-    label: str  # expected tag, or "other" for footage without instruments
-    tags: dict[str, float] = field(default_factory=dict)  # label -> best window score, if tagged
-    top: dict[str, float] = field(default_factory=dict)  # the 3 best labels' best window scores
-    best: list[float] = field(default_factory=list)  # every label's best window score, in model order
-    windows: int = 0
-    seconds_inference: float = 0.0
-    error: str | None = None
-
-    @property
-    def negative(self) -> bool:
-        """Footage without instruments: it must get no tag."""
-        return self.label.lower() in NEGATIVE_LABELS
-
-    @property
-    def correct(self) -> bool:
-        """Positives: the expected tag is among the tags. Negatives: no tag at all."""
-        if self.error:
-            return False
-        return not self.tags if self.negative else self.label in self.tags
+    path: Path
+    positives: frozenset[str]
+    ignored: frozenset[str]
+    background: bool  # NoInstrument only
 
 
-def manifest_videos(data_dir: Path) -> list[tuple[Path, str]]:
-    """(path, label) of every decodable clip listed in `data_dir/MANIFEST.tsv`."""
-    with open(data_dir / "MANIFEST.tsv", newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    return [(data_dir / row["file"], row["label"]) for row in rows
-            if row["file"].startswith("clips/") and row["label"] != "broken"]
+def labelled_videos(manifest: Path, root: Path, split: str) -> list[Labelled]:
+    """Every labelled video of the corpora (see the module docstring), one entry per file."""
+    import dataclasses
+
+    from training.corpus import CorpusItem, read_manifest, split_groups
+    from training.tags import IGNORED_BY, tag_of
+
+    items: list[CorpusItem] = read_manifest(root, manifest)[0] + read_manifest(SHARED / "corpus")[0]
+    items = [i for i in items if i.kind == "video"]
+    with (SHARED / "MANIFEST.tsv").open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if row["label"] != "broken":
+                label = "NoInstrument" if row["label"] == "other" else row["label"]
+                items.append(CorpusItem(SHARED / row["file"], label, "video", "shared:" + row["file"], "",
+                                        row["sha256"], "", split_group="shared"))
+    groups = split_groups(items)
+    items = [dataclasses.replace(i, split_group=groups[i.path]) for i in items]
+    by_file: dict[Path, list[CorpusItem]] = {}
+    for item in items:
+        if split == "all" or item.split_group == "shared" or item.in_test_split:
+            by_file.setdefault(item.path, []).append(item)
+    found = []
+    for path, rows in sorted(by_file.items()):
+        shown = {tag_of(name) for row in rows for name in (row.label, *row.also) if name != "NoInstrument"}
+        ignored = {tag for row in rows for name in (row.label, *row.also) for tag in IGNORED_BY.get(name, ())}
+        found.append(Labelled(path, frozenset(shown), frozenset(ignored - shown), not shown))
+    return found
 
 
-def folder_videos(root: Path) -> list[tuple[Path, str]]:
-    """(path, label) of every video in `root/<label>/`, recursively."""
-    return [(path, label_dir.name)
-            for label_dir in sorted(p for p in root.iterdir() if p.is_dir())
-            for path in sorted(label_dir.rglob("*"))
-            if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES]
+def scan_tags(name: str, vision: Path, sound: Path | None, videos: list[Labelled]) -> dict[Path, set[str]]:
+    """path -> the labels `tagger scan` stored segments of, with this vision and sound model."""
+    from tagger.config import ScanSettings
+    from tagger.model import file_sha256
+    from tagger.pipeline import scan
+
+    EVAL_DIR.mkdir(parents=True, exist_ok=True)
+    key = file_sha256(vision)[:12] + (f"-{file_sha256(sound)[:12]}" if sound else "")
+    db = EVAL_DIR / f"{name}-{key}.db"
+    settings = ScanSettings(db=str(db), model=str(vision), audio_model=str(sound) if sound else None,
+                            streams="both" if sound else "video")
+    scan([str(v.path) for v in videos], settings)  # a re-run scans only what is not stored yet
+    tags: dict[Path, set[str]] = {v.path: set() for v in videos}
+    with sqlite3.connect(db) as conn:
+        for path, label in conn.execute("select v.path, s.label from segments s join videos v on v.id = s.video_id"):
+            if Path(path) in tags:
+                tags[Path(path)].add(label)
+    return tags
 
 
-def window_scores(model: LoadedModel, path: Path, hop: float | None = None) -> tuple[np.ndarray, float]:
-    """Scores `(W, K)` of every window of `path`, and the seconds spent in onnxruntime.
-
-    Raises:
-        RuntimeError: no decoder could read the video.
-    """
-    spent = 0.0
-
-    def timed(inputs: np.ndarray) -> np.ndarray:
-        nonlocal spent
-        start = time.perf_counter()
-        scores = model.scores(inputs)
-        spent += time.perf_counter() - start
-        return scores
-
-    job = VideoJob.for_model(model.contract, path, hop=hop, chunk=BATCH)
-    outcome = score_video(job, {VIDEO: timed}, {VIDEO: len(model.contract.labels)}, {VIDEO: BATCH})
-    if isinstance(outcome, VideoFailure):
-        raise RuntimeError(outcome.reason)
-    return outcome.scores[VIDEO], spent
+def label_table(videos: list[Labelled], tags: dict[Path, set[str]]) -> dict:
+    """Per label: held-out videos showing it, tagged with it, tagged with it wrongly; and totals."""
+    labels = sorted({t for v in videos for t in v.positives} | {t for got in tags.values() for t in got})
+    table = {}
+    for label in labels:
+        shows = [v for v in videos if label in v.positives]
+        wrong = [v for v in videos if label in tags[v.path] and label not in v.positives | v.ignored]
+        table[label] = {"videos": len(shows), "tagged": sum(label in tags[v.path] for v in shows),
+                        "wrong": len(wrong), "wrong_on": [v.path.name for v in wrong][:10]}
+    players = [v for v in videos if v.positives]
+    return {"labels": table, "videos": len(videos), "instrument_videos": len(players),
+            "instrument_videos_tagged": sum(bool(tags[v.path] & v.positives) for v in players),
+            "videos_with_a_wrong_tag": sum(bool(tags[v.path] - v.positives - v.ignored) for v in videos),
+            "no_instrument_videos": sum(v.background for v in videos),
+            "no_instrument_videos_tagged": sum(bool(tags[v.path]) for v in videos if v.background)}
 
 
-def evaluate_video(model: LoadedModel, path: Path, label: str, hop: float | None = None) -> VideoResult:
-    """Tag one video with `model` and compare with its label."""
-    result = VideoResult(path=str(path), label=label)
-    try:
-        scores, result.seconds_inference = window_scores(model, path, hop)
-    except RuntimeError as exc:
-        result.error = str(exc)
-        return result
-    contract = model.contract
-    best = scores.max(axis=0)  # (K,) each label's best window
-    result.best = [round(float(x), 6) for x in best]
-    result.windows = len(scores)
-    for k in np.argsort(-best):
-        name = contract.labels[k]
-        if name != contract.background and len(result.top) < 3:
-            result.top[name] = round(float(best[k]), 4)
-        if name in contract.tag_labels and best[k] >= contract.threshold_for(name):
-            result.tags[name] = round(float(best[k]), 4)
-    return result
+def gate(new: dict, old: dict) -> list[str]:
+    """The labels (3 or more held-out videos) where `new` is worse than `old`, each as one line."""
+    worse = []
+    for label, row in new["labels"].items():
+        before = old["labels"].get(label, {"tagged": 0, "wrong": 0, "videos": row["videos"]})
+        if row["videos"] < MIN_VIDEOS:
+            continue
+        if row["tagged"] < before["tagged"]:
+            worse.append(f"{label}: tagged {row['tagged']} of {row['videos']}, the other {before['tagged']}")
+        if row["wrong"] > before["wrong"]:
+            worse.append(f"{label}: {row['wrong']} wrong tags, the other {before['wrong']}")
+    return worse
 
 
-def summarise(results: list[VideoResult]) -> dict:
-    """Recall on instrument videos, false tags on the others, time per window."""
-    positives = [r for r in results if not r.negative]
-    negatives = [r for r in results if r.negative]
-    windows = sum(r.windows for r in results)
-    return {
-        "instrument_videos": len(positives),
-        "instrument_videos_correct": sum(r.correct for r in positives),
-        "instrument_videos_with_other_tags": sum(bool(set(r.tags) - {r.label}) for r in positives),
-        "other_videos": len(negatives),
-        "other_videos_wrongly_tagged": sum(bool(r.tags) for r in negatives),
-        "failed": sum(r.error is not None for r in results),
-        "windows": windows,
-        "ms_per_window": round(1000 * sum(r.seconds_inference for r in results) / max(windows, 1), 1),
-    }
+def format_tables(names: list[str], tables: list[dict]) -> str:
+    """The models' tables side by side, one label a line."""
+    head = f"{'label':<22} {'videos':>6}  " + "  ".join(f"{n[:14]:>14}" for n in names)
+    lines = [head, f"{'':<22} {'':>6}  " + "  ".join(f"{'tagged wrong':>14}" for _ in names)]
+    for label in sorted({label for t in tables for label in t["labels"]}):
+        rows = [t["labels"].get(label, {"videos": 0, "tagged": 0, "wrong": 0}) for t in tables]
+        lines.append(f"{label:<22} {rows[0]['videos']:>6}  " +
+                     "  ".join(f"{r['tagged']:>7} {r['wrong']:>6}" for r in rows))
+    for key, text in (("instrument_videos_tagged", "instrument videos tagged with their label"),
+                      ("videos_with_a_wrong_tag", "videos with a wrong tag"),
+                      ("no_instrument_videos_tagged", "NoInstrument videos with a tag")):
+        total = {"instrument_videos_tagged": "instrument_videos", "videos_with_a_wrong_tag": "videos",
+                 "no_instrument_videos_tagged": "no_instrument_videos"}[key]
+        lines.append(f"{text}: " + ", ".join(f"{n} {t[key]} of {t[total]}" for n, t in zip(names, tables)))
+    return "\n".join(lines)
 
 
-def evaluate(model: LoadedModel, videos: list[tuple[Path, str]], hop: float | None = None,
-             echo: bool = True) -> tuple[list[VideoResult], dict]:
-    """Evaluate every (path, label); print a line per video when `echo`."""
-    results = []
-    for path, label in videos:
-        result = evaluate_video(model, path, label, hop)
-        results.append(result)
-        if echo:
-            mark = "ok " if result.correct else "BAD"
-            shown = result.error or ", ".join(f"{k}={v:.3f}" for k, v in result.top.items())
-            print(f"{mark} {Path(path).name[:44]:44s} {label:14s} tags={sorted(result.tags) or '-'}"
-                  f"  top: {shown}", flush=True)
-    return results, summarise(results)
+def _model(text: str) -> tuple[str, Path, Path | None]:
+    name, _, files = text.partition("=")
+    vision, _, sound = files.partition(":")
+    if not name or not vision:
+        raise argparse.ArgumentTypeError(f"--model {text!r}: give NAME=VISION.onnx[:SOUND.onnx]")
+    return name, Path(vision), Path(sound) if sound else None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: evaluate, print a line per video and the summary; 2 if there is nothing to do."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="*", type=Path, help="folders laid out as <label>/<video>")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model to evaluate")
-    parser.add_argument("--data", type=Path, default=SHARED_DATA, help="shared data with MANIFEST.tsv")
-    parser.add_argument("--no-shared", action="store_true", help="skip the shared clips")
-    parser.add_argument("--hop", type=float, default=None,
-                        help="seconds between windows (default: one window length, as a scan)")
-    parser.add_argument("--json", type=Path, help="write per-video results and the summary here")
-    parser.add_argument("--corpus", nargs="?", type=Path, const=SHARED_DATA / "corpus", default=None,
-                        help="also score the held-out groups of this corpus (default ../shared/data/corpus)")
+    parser = argparse.ArgumentParser(prog="python bench/eval_default.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", type=_model, metavar="NAME=VISION[:SOUND]",
+                        help="a model to scan with (repeatable; the first is gated against the others) "
+                             "[default: new=exports/default.onnx, previous=runs/eval/v2.onnx]")
+    parser.add_argument("--manifest", type=Path, default=ROOT / "training" / "corpus_videos.tsv")
+    parser.add_argument("--root", type=Path, default=Path("/work/videocorpus"), help="the video corpus folder")
+    parser.add_argument("--split", choices=("test", "all"), default="test")
+    parser.add_argument("--json", type=Path, help="also write the tables here")
     args = parser.parse_args(argv)
-
-    if args.corpus is not None and not (args.corpus / "MANIFEST.tsv").is_file():
-        print(f"Error: --corpus {args.corpus} has no MANIFEST.tsv: pass the corpus folder "
-              "(../shared/data/corpus)", file=sys.stderr)
+    models = args.model or [("new", ROOT / "exports" / "default.onnx", ROOT / "exports" / "default_audio.onnx"),
+                            ("previous", PREVIOUS, EVAL_DIR / "v2_musicnn.onnx")]
+    for name, vision, sound in models:
+        for path in filter(None, (vision, sound)):
+            if not path.is_file():
+                print(f"Error: --model {name}: {path} not found", file=sys.stderr)
+                return 2
+    if not args.manifest.is_file():
+        print(f"Error: no manifest at {args.manifest}: pass --manifest FILE", file=sys.stderr)
         return 2
-    videos: list[tuple[Path, str]] = []
-    if not args.no_shared:
-        if (args.data / "MANIFEST.tsv").is_file():
-            videos += manifest_videos(args.data)
-        else:
-            print(f"no shared clips at {args.data} (pass --data or --no-shared)", file=sys.stderr)
-    for folder in args.folders:
-        videos += folder_videos(folder)
-    if not videos:
-        print("no videos to evaluate", file=sys.stderr)
-        return 2
-    model = load_model(args.model, device="cpu")
-    c = model.contract
-    print(f"{args.model}: {len(c.labels)} labels, clip_len {c.clip_len} at {c.fps:g} fps / step "
-          f"{c.frame_step} ({c.window_seconds:g} s windows), {c.size[0]}x{c.size[1]} crop of "
-          f"short side {c.resize}")
-    results, summary = evaluate(model, videos, args.hop)
-    s = summary
-    print(f"instrument videos tagged correctly: {s['instrument_videos_correct']}/"
-          f"{s['instrument_videos']} ({s['instrument_videos_with_other_tags']} with other tags too); "
-          f"other videos wrongly tagged: {s['other_videos_wrongly_tagged']}/{s['other_videos']}; "
-          f"failed: {s['failed']}; {s['ms_per_window']} ms per window ({s['windows']} windows)")
-    tables = {}
-    if args.corpus is not None:
-        tables["held_out_groups"] = held_out_table(model, args.corpus)
-    if not args.no_shared and results:
-        tables["shared_clips"] = clips_table(model, results)
+    videos = labelled_videos(args.manifest, args.root, args.split)
+    tables = [label_table(videos, scan_tags(name, vision, sound, videos)) for name, vision, sound in models]
+    names = [name for name, _, _ in models]
+    print(format_tables(names, tables))
+    failures = {other: gate(tables[0], table) for other, table in zip(names[1:], tables[1:])}
+    for other, worse in failures.items():
+        print(f"gate against {other}: " + ("passed" if not worse else "FAILED: " + "; ".join(worse)))
     if args.json:
-        args.json.write_text(json.dumps({"model": str(args.model), "summary": summary, "tables": tables,
-                                         "videos": [asdict(r) for r in results]}, indent=2) + "\n")
-    return 0
-
-
-def _table(model: LoadedModel, scores: np.ndarray, truth: list[str], title: str) -> dict:
-    from training.calibrate import format_table, per_label_table
-
-    c = model.contract
-    tags = list(c.tag_labels)
-    thresholds = {tag: c.threshold_for(tag) for tag in tags}
-    table = per_label_table(scores, list(c.labels), truth, tags, thresholds, c.background or "")
-    print(format_table(table, f"\n{title}"))
-    return table
-
-
-def held_out_table(model: LoadedModel, corpus: Path) -> dict:
-    """Per-label table of the model on the corpus's test groups, scored as a scan scores them."""
-    from training.corpus import TEST_FOLDS, read_manifest
-
-    items = [item for item in read_manifest(corpus)[0] if item.in_test_split]
-    scores = np.stack([window_scores(model, item.path)[0].max(axis=0) for item in items])
-    return _table(model, scores, [item.head_class for item in items],
-                  f"held-out corpus groups ({len(items)} files, fold 0 of {TEST_FOLDS} by split group):")
-
-
-def clips_table(model: LoadedModel, results: list[VideoResult]) -> dict:
-    """Per-label table of the model on the shared clips (labels the model knows; others are 'no instrument')."""
-    from training.corpus import LABEL_POLICY
-
-    c = model.contract
-    kept = [r for r in results if r.error is None]
-    scores = np.array([r.best for r in kept])
-    truth = [c.background if r.negative else LABEL_POLICY.get(r.label, r.label) for r in kept]
-    return _table(model, scores, truth, f"shared clips ({len(kept)} videos):")
-
-
-def run(argv: list[str] | None = None) -> int:
-    """`main`, with the tagger's errors (a missing model, an unusable corpus) as one line and their exit code."""
-    from tagger.errors import TaggerError
-
-    try:
-        return main(argv)
-    except TaggerError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        args.json.write_text(json.dumps({"split": args.split, "models": dict(zip(names, tables)),
+                                         "gate": failures}, indent=1) + "\n", encoding="utf-8")
+    return 1 if any(failures.values()) else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(run())
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())

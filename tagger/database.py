@@ -9,6 +9,7 @@ SQLite runs in WAL mode, so readers work while a scan writes; writes take the lo
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import urllib.parse
@@ -76,7 +77,13 @@ class Database:
             raise self._unusable(exc) from exc
 
     def _unusable(self, exc: sa.exc.SQLAlchemyError) -> DatabaseError:
-        """The one line for a database that cannot be opened: a server to check, or another --db."""
+        """The one line for a database that cannot be opened: a server to check, a folder that is
+        not writable, or another --db."""
+        if "://" not in self.target and "unable to open database file" in _reason(exc):
+            folder = Path(self.target).expanduser().resolve().parent
+            if not os.access(folder, os.W_OK | os.X_OK):  # SQLite creates the file, and -wal and -shm, there
+                return DatabaseError(f"cannot use database {self.target}: the folder {folder} is not writable; "
+                                     "pass --db PATH in a folder you can write")
         advice = "pass another --db"
         if "://" in self.target and "connect" in _reason(exc).lower():
             advice = "check that the database server is running and the URL is right, or " + advice
@@ -120,6 +127,9 @@ class Database:
                 f"database {self.target} has schema version {found}, newer than this tagger's "
                 f"{SCHEMA_VERSION}: upgrade tagger or pass another --db"
             )
+        if stored is not None and found < 1:  # tagger numbers its schemas from 1
+            raise DatabaseError(f"database {self.target} has schema version {stored!r}, which no tagger writes "
+                                f"(1 to {SCHEMA_VERSION}): it was not written by tagger; pass another --db")
         return found
 
     def _prepare_schema(self, create: bool) -> None:
@@ -159,16 +169,21 @@ class Database:
             conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
 
     @contextmanager
-    def write(self) -> Iterator[sa.Connection]:
+    def write(self, wait_ms: int | None = None) -> Iterator[sa.Connection]:
         """A write transaction (BEGIN IMMEDIATE on SQLite: concurrent scans queue, never deadlock).
+
+        `wait_ms`: how long this one waits for another process's lock (default LOCK_WAIT_MS).
 
         Raises:
             DatabaseError: the database stayed locked by another process, the disk is full, or the
                 write failed otherwise; one line saying what to do.
         """
         try:
-            with self.engine.connect().execution_options(tagger_write=True) as conn:
+            with self.engine.connect().execution_options(tagger_write=True, tagger_wait_ms=wait_ms) as conn:
                 with conn.begin():
+                    if wait_ms is not None and conn.dialect.name == "postgresql":  # this transaction only
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(wait_ms)}")
+                        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(wait_ms)}")
                     yield conn
         except sa.exc.OperationalError as exc:
             raise _write_failure(exc, self.target) from exc
@@ -248,8 +263,10 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        immediate = conn.get_execution_options().get("tagger_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = conn.get_execution_options()
+        wait_ms = options.get("tagger_wait_ms")  # set on every transaction: a pooled connection forgets a short one
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {LOCK_WAIT_MS if wait_ms is None else int(wait_ms)}")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("tagger_write", False) else "BEGIN")
 
 
 def shown_target(target: str) -> str:

@@ -5,6 +5,10 @@ can pick exactly the frames it needs, and `read(indices)` decodes each needed fr
 order, at the reduced size (short side scaled to the model's `resize`, aspect ratio kept).
 `model_views` then gives what the model sees of each frame: crops (`frame_crops`) or the whole
 frame (`whole_frame`).
+
+PyAV decodes only what the needed frames depend on (`tagger.decode_plan`) and offers its
+keyframes to stand in for the frames on screen where every time has one close by
+(`tagger.windows`); `SequentialPyAVSource` decodes every frame, as scans did before.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import re
 import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from tagger.decode_plan import JUMP_COST, SEQUENTIAL, DecodePlan, PacketIndex, TimestampMismatch, decoded_frames
+from tagger.decode_plan import frames_shown, plan_decoding
 from tagger.errors import DecodeError, UsageError
 
 DECODERS = ("pyav", "decord")  # default order: PyAV decodes long-GOP H.264 2.4x faster (see README)
@@ -124,6 +130,8 @@ class FrameSource(ABC):
 
     name: str
     threads: int = 0  # decoding threads for read(); 0 lets the backend choose (open_video sets it)
+    frames_decoded: int | None = None  # frames the decoder produced so far; None where unknown (decord)
+    strategy: str | None = None  # how the last read decoded (tagger.decode_plan); None where unknown
     _info: VideoInfo  # set by each backend's __init__
     _timestamps: np.ndarray
 
@@ -140,6 +148,13 @@ class FrameSource(ABC):
     def timestamps(self) -> np.ndarray:
         """Start time of every frame in seconds, first frame at 0, ascending."""
         return self._timestamps
+
+    @property
+    def keyframes(self) -> np.ndarray | None:
+        """Indices of the frames this source decodes on their own, cheaply (keyframes), which may
+        stand in for nearby frames (`tagger.windows.frames_on_screen`); None: decode the frames on
+        screen (a decoder that seeks by itself, or whose frames cannot be located by timestamp)."""
+        return None
 
     @abstractmethod
     def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
@@ -211,13 +226,12 @@ def _clean_timestamps(stamps: np.ndarray, fps: float) -> tuple[np.ndarray, float
 
 
 class PyAVSource(FrameSource):
-    """PyAV (FFmpeg): one demux pass for timestamps, then one sequential decode pass.
-
-    Sequential decoding suits sparse sampling of long-GOP video, where decord seeks back to a
-    keyframe for every sampled frame. Rotation metadata (phone videos) is applied, as players do.
-    """
+    """PyAV (FFmpeg): one demux pass for timestamps and the GOP structure, then one decode pass of
+    the packets the needed frames depend on (`tagger.decode_plan`). Rotation metadata is applied."""
 
     name = "pyav"
+    every_frame = False  # True: decode every frame and match by position (SequentialPyAVSource)
+    jump_cost = JUMP_COST  # packets a jump to a later keyframe must save (tagger.decode_plan)
 
     def __init__(self, path: str, short_side: int):
         super().__init__(path, short_side)
@@ -228,16 +242,20 @@ class PyAVSource(FrameSource):
                 if not container.streams.video:
                     raise DecodeError("no video stream")
                 stream = container.streams.video[0]
-                pts, first = [], None
+                pts, keys, first = [], [], None
                 for packet in container.demux(stream):  # one pass: every timestamp, and the first frame
-                    if packet.pts is not None and packet.size:
+                    if packet.size:
                         pts.append(packet.pts)
+                        keys.append(packet.is_keyframe)
                     if first is None:
                         first = next(iter(packet.decode()), None)
                 base = float(stream.time_base)
                 rate = float(stream.average_rate or stream.guessed_rate or 0)
+                self._packets = PacketIndex.from_demux(pts, keys, bool(stream.codec_context.has_b_frames),
+                                                       container.format.name)
         except av.FFmpegError as exc:
             raise DecodeError(_first_line(exc.strerror or str(exc))) from exc
+        pts = [p for p in pts if p is not None]
         if not pts or first is None:
             raise DecodeError("no decodable video frames")
         self._turns = round(-getattr(first, "rotation", 0) / 90) % 4  # quarter turns clockwise
@@ -250,37 +268,89 @@ class PyAVSource(FrameSource):
         out_w, out_h = scaled_size(width, height, short_side)
         self._decode_size = (out_h, out_w) if self._turns % 2 else (out_w, out_h)  # before rotation
         self._info = VideoInfo(width, height, rate, len(stamps), float(stamps[-1] + 1.0 / rate))
+        self._reformatter = None
+        self.frames_decoded = 0
+
+    @property
+    def keyframes(self) -> np.ndarray | None:
+        return None if self.every_frame or not self._packets.trusted else self._packets.keyframes
 
     def _to_array(self, frame) -> np.ndarray:
+        from av.video.reformatter import VideoReformatter
+
+        if self._reformatter is None:  # one scaler for the video: building one per frame cost more than scaling
+            self._reformatter = VideoReformatter()
         width, height = self._decode_size
-        image = frame.to_ndarray(width=width, height=height, format="rgb24")
+        image = self._reformatter.reformat(frame, width=width, height=height, format="rgb24").to_ndarray()
         return np.ascontiguousarray(np.rot90(image, k=-self._turns)) if self._turns else image
+
+    def _open(self, av):
+        container = av.open(self.path)
+        stream = container.streams.video[0]
+        stream.thread_type, stream.thread_count = "AUTO", self.threads
+        return container, stream
 
     def read(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         import av
 
-        wanted = iter(indices)
-        target = next(wanted, None)
-        last = None
+        indices = [int(i) for i in indices]
+        plan = None if self.every_frame else plan_decoding(self._packets, indices, self.jump_cost)
+        self.strategy, done = plan.strategy if plan else SEQUENTIAL, 0
         try:
-            with av.open(self.path) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                stream.thread_count = self.threads
-                for position, frame in enumerate(container.decode(stream)):
-                    while target is not None and target == position:
-                        last = self._to_array(frame)
-                        yield target, last
-                        target = next(wanted, None)
-                    if target is None:
-                        return
+            if self.strategy != SEQUENTIAL:
+                try:
+                    for done, item in enumerate(self._read_planned(indices, plan), 1):
+                        yield item
+                    return
+                except TimestampMismatch:  # frames cannot be found by timestamp after all: decode them all
+                    self._packets, self.strategy = replace(self._packets, trusted=False), SEQUENTIAL
+            yield from self._read_every_frame(indices[done:])
         except av.FFmpegError as exc:
             raise DecodeError(_first_line(exc.strerror or str(exc))) from exc
+
+    def _read_planned(self, indices: list[int], plan: DecodePlan) -> Iterator[tuple[int, np.ndarray]]:
+        """The frames at `indices`, found by timestamp among the frames `plan` decodes."""
+        import av
+
+        container, stream = self._open(av)
+        with container:
+            decoded = decoded_frames(container, stream, plan, self._packets)
+            for j, frame in frames_shown(self._counted(decoded), self._packets.frame_pts[indices]):
+                yield indices[j], self._to_array(frame)
+
+    def _read_every_frame(self, indices: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """The frames at `indices`, decoding every frame from the start and counting positions."""
+        import av
+
+        wanted = iter(indices)
+        target, last = next(wanted, None), None
+        container, stream = self._open(av)
+        with container:
+            for position, frame in enumerate(self._counted(container.decode(stream))):
+                while target is not None and target == position:
+                    last = self._to_array(frame)
+                    yield target, last
+                    target = next(wanted, None)
+                if target is None:
+                    return
         if last is None:
             raise DecodeError("no frame could be decoded")
         while target is not None:  # fewer frames decoded than demuxed: repeat the last one
             yield target, last
             target = next(wanted, None)
+
+    def _counted(self, frames: Iterator) -> Iterator:
+        for frame in frames:
+            self.frames_decoded += 1
+            yield frame
+
+
+class SequentialPyAVSource(PyAVSource):
+    """PyAV decoding every frame, samples showing the frames on screen, as scans did before
+    `tagger.decode_plan`: for benches and tests (`--decoders tagger.decode:SequentialPyAVSource`)."""
+
+    name = "pyav-sequential"
+    every_frame = True
 
 
 def check_readable(path: str) -> None:

@@ -13,6 +13,7 @@ EXIT_VIDEOS_FAILED = 3
 EXIT_MODEL = 4
 EXIT_DATABASE = 5
 EXIT_INTERRUPTED = 130
+INTERRUPTED = "Interrupted: finished videos are stored; run the same scan again to resume."  # with exit 130
 
 
 class TaggerError(Exception):

@@ -1,8 +1,10 @@
 """File names and messages made safe to show: bytes that are not UTF-8 as \\xNN, and control
-characters escaped, so a name can never start a line of its own or forge a field."""
+characters escaped, so a name can never start a line of its own or forge a field; paths
+shortened to fit a width without ever wrapping; counts with their noun ("1 row", "2 rows")."""
 
 from __future__ import annotations
 
+import os
 import unicodedata
 
 
@@ -27,3 +29,24 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(_escape_char(c) if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") else c for c in text)
+
+
+def shortened_path(path: str, width: int) -> str:
+    """`path` in at most `width` characters: as it is when it fits; else the file name whole with
+    as much of its folder as fits, from the end ("…/clips/pianist.avi"); else the file name alone,
+    shortened in the middle ("vta-ldm__0DC…_000030.mp4"), keeping its start and its extension."""
+    if len(path) <= width:
+        return path
+    folder, name = os.path.split(path)
+    keep = width - len(name) - 2  # room for "…" and the separator
+    if keep > 0:
+        return f"…{folder[-keep:]}/{name}"
+    if len(name) <= width:
+        return name
+    tail = (width - 1) // 2
+    return f"{name[:width - 1 - tail]}…{name[-tail:]}" if tail > 0 else name[:width]
+
+
+def counted(number: int, thing: str) -> str:
+    """"1 row", "2 rows": a count as people write it (`thing` takes an "s" in the plural)."""
+    return f"{number} {thing}{'' if number == 1 else 's'}"

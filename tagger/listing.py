@@ -1,10 +1,10 @@
-"""Rich and plain-text rendering of what the read side returns: tables, formats, timelines."""
+"""Rich and plain-text rendering of what the read side returns: tables, formats, timelines, scans."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
+import time
 
 from rich import box
 from rich.console import Console
@@ -12,8 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tagger.errors import UsageError
-from tagger.escaping import printable
-from tagger.records import timecode
+from tagger.escaping import counted, printable, shortened_path
 from tagger.writers import write_csv, write_json
 
 FORMATS = ("table", "json", "csv", "tsv")
@@ -32,7 +31,7 @@ def render_records(console: Console, records: list[dict], fields: tuple[str, ...
     """Records as JSON, CSV or TSV with `fields`, or as a table of `columns` (field -> heading).
 
     The table fits the terminal: every column but `path` keeps its width, and each path gives up
-    the start of its folder (never its file name) to fit what is left.
+    the start of its folder to fit what is left, then the middle of its file name; none wraps.
     """
     if output_format == "json":
         write_json([{k: r[k] for k in fields} for r in records], sys.stdout)
@@ -46,26 +45,15 @@ def render_records(console: Console, records: list[dict], fields: tuple[str, ...
         room = max(MIN_PATH_WIDTH, console.width - fixed - 1)
         table = Table(*columns.values(), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                       collapse_padding=True)
-        for field, column in zip(columns, table.columns):
-            column.no_wrap = field != "path"
-            column.overflow = "fold" if field == "path" else "ellipsis"
+        for column in table.columns:  # never wrapped: a path is shortened to fit instead (shortened_path)
+            column.no_wrap, column.overflow = True, "ellipsis"
         for row in cells:
             table.add_row(*(Text(shortened_path(cell, room) if f == "path" else cell) for f, cell in zip(columns, row)))
         console.print(table)
-        console.print(f"{len(records)} rows")
+        console.print(counted(len(records), "row"))
 
 
 MIN_PATH_WIDTH = 24  # below this a path column shows too little of the name to tell files apart
-
-
-def shortened_path(path: str, width: int) -> str:
-    """`path` in at most `width` characters where it can be: the file name whole, as much of its
-    folder as fits, from the end ("…/clips/pianist.avi")."""
-    if len(path) <= width:
-        return path
-    folder, name = os.path.split(path)
-    keep = width - len(name) - 2  # room for "…" and the separator
-    return f"…{folder[-keep:]}/{name}" if keep > 0 else name
 
 
 def _cell(field: str, value) -> str:
@@ -79,7 +67,8 @@ def _cell(field: str, value) -> str:
 
 
 def short_timecode(seconds: float) -> str:
-    """H:MM:SS.s, the table's compact form of a time (CSV and JSON keep HH:MM:SS.mmm)."""
+    """H:MM:SS.s, the one form of a time on the terminal, in `query` and `show` alike (CSV and
+    JSON keep HH:MM:SS.mmm)."""
     tenths = int(round(max(0.0, seconds) * 10))
     hours, rest = divmod(tenths, 36_000)
     minutes, rest = divmod(rest, 600)
@@ -96,7 +85,7 @@ def render_timeline(console: Console, timeline) -> None:
     info = Table(title=Text(printable(video.path)), show_header=False)
     info.add_row("status", Text(printable(video.status + (f": {video.error}" if video.error else ""))))
     if duration:
-        info.add_row("duration", f"{timecode(duration)} ({duration:.2f} s)")
+        info.add_row("duration", f"{short_timecode(duration)} ({duration:.2f} s)")
         info.add_row("video", f"{video.width}x{video.height} at {video.fps:.3f} fps, {video.frames} frames, "
                               f"decoded by {video.decoder}")
     info.add_row("model", Text(str(video.model)))
@@ -108,7 +97,7 @@ def render_timeline(console: Console, timeline) -> None:
     if not duration:
         return
     width = max(20, min(100, console.width - 40))  # characters across the duration; room for label and total
-    bars = Table("label", f"0 … {timecode(duration)}", "tagged", show_lines=False)
+    bars = Table("label", f"0 … {short_timecode(duration)}", "tagged", show_lines=False)
     for label in sorted({s["label"] for s in segments}):
         cells = [" "] * width
         total = 0.0
@@ -122,8 +111,8 @@ def render_timeline(console: Console, timeline) -> None:
     console.print(bars if segments else "no segments")
     table = Table("label", "start", "end", "score", "max", "source")
     for seg in segments:
-        table.add_row(Text(seg["label"]), seg["start_tc"], seg["end_tc"], f"{seg['score']:.2f}", f"{seg['max_score']:.2f}",
-                      seg["source"])
+        table.add_row(Text(seg["label"]), short_timecode(seg["start_s"]), short_timecode(seg["end_s"]),
+                      f"{seg['score']:.2f}", f"{seg['max_score']:.2f}", seg["source"])
     if segments:
         console.print(table)
 
@@ -140,3 +129,26 @@ def readable_settings(stored: str) -> str:
                 f"max gap {rules.get('max_gap')}, min duration {rules.get('min_duration'):g} s")
     except (ValueError, KeyError, TypeError, AttributeError):
         return stored
+
+
+SCAN_COUNTS = ("found", "tagged", "skipped", "failed")
+
+
+def render_scans(console: Console, scans, db: str) -> None:
+    """`tagger show` with no video: the last scans (`tagger.records.ScanRecord`), how each ended,
+    and for each one its database stopped, the error, one line each."""
+    if not scans:
+        console.print(Text(printable(f"no scans recorded in {db}: run `tagger scan` first")))
+        return
+    title = f"the last {len(scans)} scans of {db}" if len(scans) > 1 else f"the scan of {db}"
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                  title=Text(printable(title)), title_justify="left")
+    for heading in ("scan", "started", "status", *SCAN_COUNTS):
+        table.add_column(heading, justify="left" if heading in ("started", "status") else "right")
+    for scan in scans:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(scan.started_at))
+        table.add_row(str(scan.scan_id), started, scan.status, *(str(scan.counts.get(k, "-")) for k in SCAN_COUNTS))
+    console.print(table)
+    for scan in scans:
+        if scan.error:
+            console.print(Text(printable(f"scan {scan.scan_id} stopped: {scan.error}")))

@@ -107,6 +107,11 @@ class LoadedModel:
         return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def provider_names(providers) -> str:
+    """onnxruntime providers as people call them: "CUDA, CPU" for CUDAExecutionProvider, CPUExecutionProvider."""
+    return ", ".join(p.removesuffix("ExecutionProvider") for p in providers)
+
+
 def _providers_for(device: str, available: list[str]) -> list[str]:
     if device not in DEVICES:
         raise UsageError(f"unknown --device {device!r}: choose one of {', '.join(DEVICES)}")
@@ -145,6 +150,8 @@ def load_model(path: str | os.PathLike | None, device: str = "auto", threads: in
     options.inter_op_num_threads = 1
     # Decoder processes share the cores: idle inference threads must sleep, not spin on them.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not _looks_like_onnx(model_path):  # a text file, an image: say so, not onnxruntime's protobuf internals
+        raise ModelError(f"not an ONNX model: {model_path}: pass an exported .onnx file")
     try:
         session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
@@ -177,6 +184,16 @@ def load_audio_model(path: str | os.PathLike | None, device: str = "auto", threa
     if model.contract.kind != "audio":
         raise ModelError(f"{model.path} is a {model.contract.kind} model, not an audio model: pass it as --model")
     return model
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    """Whether `path` starts as an ONNX file does: a serialized ModelProto opens with its field 1,
+    ir_version, a varint (tag byte 0x08); protobuf writes fields in number order."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(1) == b"\x08"
+    except OSError:
+        return True  # let onnxruntime say what is wrong with it
 
 
 def _check_io(session, contract: ModelContract, model_path: Path) -> tuple[str, bool]:

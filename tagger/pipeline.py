@@ -27,12 +27,12 @@ from tagger.database import Database
 from tagger.deriver import Deriver
 from tagger.discover import FoundVideo, find_videos, fingerprint
 from tagger.errors import DatabaseError
-from tagger.executors import Executor, Started, make_executor
+from tagger.executors import Executor, Recoveries, Started, make_executor
 from tagger.heads import feature_space
 from tagger.identity import TagIdentity, rescore_problem, stored_models
 from tagger.model import LoadedModel, ScanModels, load_scan_models
 from tagger.planner import Freshness, job_for, plan_scan
-from tagger.scan_records import record_scan_end, record_scan_start
+from tagger.scan_records import record_scan_end, record_scan_start, record_scan_stopped
 from tagger.schema import StoredVideo, VideoResult, stored_videos, video_windows
 from tagger.scoring import AddOns, Restored, Scoring
 from tagger.sink import Sink
@@ -46,22 +46,36 @@ class ScanSummary:
     scan_id: int = 0
     found: int = 0
     tagged: int = 0
-    skipped: int = 0  # unchanged since the last scan with this model, or tagged meanwhile by another scan
+    skipped: int = 0  # unchanged since the last scan with this model
     failed: list[VideoFailure] = field(default_factory=list)
     elsewhere: int = 0  # being tagged by another scan sharing the database
+    tagged_elsewhere: int = 0  # tagged by another scan sharing the database since this one looked
     segments: int = 0
     rescored: int = 0  # of the tagged: scored again from stored features, without decoding
     heads: list[str] = field(default_factory=list)  # the labels of the add-on heads applied
     video_seconds: float = 0.0
-    wall_seconds: float = 0.0
+    wall_seconds: float = 0.0  # the whole scan, the executor's start-up (a new Ray: seconds) included
+    startup_seconds: float = 0.0  # starting the executor
     model: str = ""
     audio_model: str | None = None
     executor: str = "local"
     providers: list[str] = field(default_factory=list)
+    recoveries: Recoveries = field(default_factory=Recoveries)  # workers and nodes lost, videos run again
     interrupted: bool = False
+    error: str | None = None  # the database error that stopped the scan (exit 5), as its one line
+    recorded_as: str = "running"  # the scan's status in the scans table once it ended (see Scan.run)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+class ScanStopped(DatabaseError):
+    """The database stopped the scan (locked past the timeout, disk full); `summary` says what the
+    scan had done by then and how the scans table records it."""
+
+    def __init__(self, message: str, summary: ScanSummary):
+        super().__init__(message)
+        self.summary = summary
 
 
 class ScanProgress:
@@ -76,8 +90,8 @@ class ScanProgress:
 class ClaimedJobs:
     """The executor's job queue: the videos to scan, each claimed as its job is taken.
 
-    A video another scan is decoding (`busy`) or has tagged meanwhile (`current`) is passed over
-    and counted in the summary.
+    A video another scan is decoding (`busy`) or has tagged since the plan (`current`) is passed
+    over and counted in the summary.
     """
 
     def __init__(self, videos: list[FoundVideo], claims: Claims, fresh: Freshness, make_job,
@@ -104,7 +118,7 @@ class ClaimedJobs:
             if outcome == "busy":
                 self.summary.elsewhere += 1
             else:
-                self.summary.skipped += 1
+                self.summary.tagged_elsewhere += 1
             self.progress.video_passed(video.path)
         raise StopIteration
 
@@ -113,7 +127,7 @@ class Scan:
     """One scan over one database with one executor: the stages above, in order."""
 
     def __init__(self, settings: ScanSettings, db: Database, loaded: dict[str, LoadedModel], executor: Executor,
-                 progress: ScanProgress, addons: AddOns | None = None):
+                 progress: ScanProgress, startup_seconds: float = 0.0, addons: AddOns | None = None):
         self.settings, self.db, self.executor, self.progress = settings, db, executor, progress
         self.model, self.audio = loaded[VIDEO], loaded.get(AUDIO)
         self.scoring = Scoring.of_model(self.model.contract, addons)
@@ -128,10 +142,11 @@ class Scan:
                                settings.segment_rules, settings.fusion)
         self.claims = Claims(db, claim_owner(), settings.lease)
         self.summary = ScanSummary(model=str(self.model.path), audio_model=str(self.audio.path) if self.audio else None,
-                                   executor=settings.executor, heads=list(self.scoring.addons.labels))
+                                   executor=settings.executor, startup_seconds=startup_seconds,
+                                   heads=list(self.scoring.addons.labels))
 
     def run(self, paths: Sequence[str]) -> ScanSummary:
-        began = time.monotonic()
+        began = time.monotonic() - self.summary.startup_seconds  # the executor's start-up is the scan's time too
         found = find_videos(paths, self.settings.discovery)
         with self.db.read() as conn:
             plan = plan_scan(found, stored_videos(conn), self.fresh)
@@ -148,27 +163,42 @@ class Scan:
                 if todo:
                     self._execute(todo)
                 self.summary.providers = self.executor.providers
+                self.summary.recoveries = self.executor.recoveries
                 status = "finished"
+        except DatabaseError as exc:
+            failure = exc
+            raise ScanStopped(str(exc), self.summary) from exc
         except BaseException as exc:
             failure = exc
             raise
         finally:
             self.summary.interrupted = status != "finished"
             self.summary.wall_seconds = time.monotonic() - began
-            # After a database error, no more writes: the claims lapse by themselves and the next
-            # scan records this one as interrupted; waiting for a locked database again would only
-            # delay the message. After another failure a refused write must not hide it.
-            if not isinstance(failure, DatabaseError):
-                try:
-                    self.claims.release()
-                    counts = {"found": self.summary.found, "tagged": self.summary.tagged,
-                              "skipped": self.summary.skipped, "failed": len(self.summary.failed),
-                              "segments": self.summary.segments, "elsewhere": self.summary.elsewhere}
-                    record_scan_end(self.db, self.summary.scan_id, status, counts)
-                except DatabaseError:
-                    if failure is None:
-                        raise
+            self._record_end(status, failure)
         return self.summary
+
+    def _record_end(self, status: str, failure: BaseException | None) -> None:
+        """Release this scan's claims and record how it ended, in `summary.recorded_as` too.
+
+        After a database error, one short try records it as interrupted with the error (the claims
+        lapse by themselves); if the database refuses that too, the next scan records it.
+        After another failure a refused write must not hide it.
+        """
+        counts = {"found": self.summary.found, "tagged": self.summary.tagged, "skipped": self.summary.skipped,
+                  "failed": len(self.summary.failed), "segments": self.summary.segments,
+                  "elsewhere": self.summary.elsewhere, "tagged_elsewhere": self.summary.tagged_elsewhere}
+        if isinstance(failure, DatabaseError):
+            self.summary.error = str(failure)
+            if record_scan_stopped(self.db, self.summary.scan_id, counts, str(failure)):
+                self.summary.recorded_as = "interrupted"
+            return
+        try:
+            self.claims.release()
+            record_scan_end(self.db, self.summary.scan_id, status, counts)
+            self.summary.recorded_as = status
+        except DatabaseError:
+            if failure is None:
+                raise
 
     def _execute(self, todo: list[FoundVideo]) -> None:
         """Hand the videos to the executor as claimed jobs; derive and store each as it comes back."""
@@ -222,7 +252,7 @@ class Scan:
 
     def _store(self, video: FoundVideo, outcome: VideoScores | VideoFailure) -> None:
         if isinstance(outcome, VideoFailure):
-            self._store_failure(video, outcome.reason)
+            self._store_failure(video, outcome.reason, outcome.detail)
             return
         try:
             now = os.stat(video.path)
@@ -253,10 +283,10 @@ class Scan:
         self.summary.video_seconds += info.duration
         self.progress.video_finished(video.path, info.duration, True)
 
-    def _store_failure(self, video: FoundVideo, reason: str) -> None:
+    def _store_failure(self, video: FoundVideo, reason: str, detail: str = "") -> None:
         self.sink.save_video(VideoResult(path=video.path, size=video.size, mtime_ns=video.mtime_ns,
                                          fingerprint=None, status="failed", error=reason), self.model_id)
-        self.summary.failed.append(VideoFailure(video.path, reason))
+        self.summary.failed.append(VideoFailure(video.path, reason, detail))
         self.progress.video_finished(video.path, 0.0, False)
 
 
@@ -273,9 +303,11 @@ def scan(paths: Sequence[str], settings: ScanSettings, progress: ScanProgress | 
     db = Database(settings.db)
     executor = None
     try:
+        starting = time.monotonic()
         executor = make_executor(settings.executor, loaded, settings.batch_size,
                                  settings.workers, settings.timeout, settings.ray_address, settings.device)
-        return Scan(settings, db, loaded, executor, progress or ScanProgress(), addons).run(paths)
+        startup = time.monotonic() - starting
+        return Scan(settings, db, loaded, executor, progress or ScanProgress(), startup, addons).run(paths)
     finally:
         if executor is not None:
             executor.close()

@@ -14,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 from rich.text import Text
 
-from tagger.escaping import printable
+from tagger.escaping import counted, printable, shortened_path
+from tagger.model import provider_names
 from tagger.pipeline import ScanProgress, ScanSummary
 
 
@@ -105,43 +106,70 @@ def _restore_terminal(fd: int, saved) -> None:
         pass
 
 
-def render_summary(console: Console, summary: ScanSummary, db: str, audio_note: str | None = None) -> None:
-    """The table printed when a scan ends: tagged, skipped, failed (with reasons), the models used.
+def render_summary(console: Console, summary: ScanSummary, db: str, audio_note: str | None = None,
+                   details: bool = False) -> None:
+    """The table printed when a scan ends: tagged (here and by other scans sharing the database),
+    skipped, failed (with reasons), the time, the models and executor used, what a cluster lost.
 
-    `audio_note` says which sound model was used and why, or why none (`ScanModels.audio_note`).
+    It fits the console: a path that does not fit is shown by its file name, never cut mid-word.
+    `audio_note` says which sound model was used and why, or why none (`ScanModels.audio_note`);
+    `details` (--debug) adds the decoders' own words to each failure that has them.
     """
-    table = Table(title=Text(printable(f"scan {summary.scan_id} → {db}")), show_header=False)
-    table.add_row("videos found", str(summary.found))
-    table.add_row("tagged", str(summary.tagged))
-    table.add_row("skipped (unchanged)", str(summary.skipped))
-    table.add_row("failed", str(len(summary.failed)))
-    if summary.elsewhere:
-        table.add_row("left to other scans", f"{summary.elsewhere} (being tagged by another scan of this database)")
-    if summary.rescored:
-        table.add_row("from stored features", f"{summary.rescored} of the tagged (scored again, not decoded)")
-    table.add_row("segments stored", str(summary.segments))
     rate = summary.video_seconds / max(summary.wall_seconds, 1e-6)
-    table.add_row("video time tagged", f"{summary.video_seconds:.1f} s in {summary.wall_seconds:.1f} s ({rate:.1f}x real time)")
-    table.add_row("model", Text(f"{os.path.basename(summary.model)} on {', '.join(p.removesuffix('ExecutionProvider') for p in summary.providers)}"
-                                f" ({os.path.dirname(summary.model)})"))
-    if summary.executor != "local":
-        table.add_row("executor", summary.executor)
-    table.add_row("audio model", Text(audio_note or (summary.audio_model or "none (vision only)")))
-    if summary.heads:
-        table.add_row("add-on heads", Text(", ".join(summary.heads)))
+    shared = summary.tagged_elsewhere or summary.elsewhere
+    rows = [
+        ("videos found", str(summary.found)),
+        ("tagged", str(summary.tagged)),
+        ("tagged by another scan", str(summary.tagged_elsewhere)) if summary.tagged_elsewhere else None,
+        ("skipped (unchanged)", str(summary.skipped)),
+        ("failed", str(len(summary.failed))),
+        ("left to other scans", f"{summary.elsewhere} (being tagged by another scan of this database)")
+        if summary.elsewhere else None,
+        ("from stored features", f"{summary.rescored} of the tagged (scored again, not decoded)")
+        if summary.rescored else None,
+        ("segments stored", str(summary.segments)),
+        ("video time tagged", f"{summary.video_seconds:.1f} s in {summary.wall_seconds:.1f} s ({rate:.1f}x real time"
+                              f"{', this scan alone' if shared else ''})"),
+        ("model", None),
+        ("executor", f"{summary.executor}, started in {summary.startup_seconds:.1f} s (counted in the time above)")
+        if summary.executor != "local" else None,
+        ("cluster", recovered(summary.recoveries)) if summary.recoveries.workers_lost else None,
+        ("audio model", audio_note or (summary.audio_model or "none (vision only)")),
+        ("add-on heads", ", ".join(summary.heads)) if summary.heads else None,
+    ]
+    rows = [row for row in rows if row is not None]
+    room = console.width - max(len(name) for name, _ in rows) - 7  # the value column, inside the borders
+    on = f" on {provider_names(summary.providers)}"
+    folder = os.path.dirname(summary.model)
+    model = f"{os.path.basename(summary.model)}{on}" + (f" ({folder})" if folder else "")
+    if len(model) > room:  # the file name alone, never the folder cut in two
+        model = shortened_path(os.path.basename(summary.model), max(1, room - len(on))) + on
+    title = f"scan {summary.scan_id} → "
+    table = Table(title=Text(printable(title + shortened_path(db, max(1, console.width - len(title))))),
+                  show_header=False)
+    for name, value in rows:
+        table.add_row(name, Text(printable(model if name == "model" else value)))
     console.print(table)
     for failure in summary.failed:
-        console.print(Text.assemble(("failed", "red"), f" {printable(failure.path)}: {printable(failure.reason)}"))
+        detail = f" [{failure.detail}]" if details and failure.detail else ""
+        console.print(Text.assemble(("failed", "red"), f" {printable(failure.path)}: {printable(failure.reason + detail)}"))
+
+
+def recovered(recoveries) -> str:
+    """What a cluster survived, as the summary says it: "1 node lost, 2 videos retried"."""
+    lost = (counted(recoveries.nodes_lost, "node") if recoveries.nodes_lost
+            else counted(recoveries.workers_lost, "Ray worker"))
+    return f"{lost} lost, {counted(recoveries.videos_retried, 'video')} retried"
 
 
 def render_model(console: Console, model, taught: tuple[str, ...] = ()) -> None:
-    """One model: identity, input geometry, providers, taggable labels with their thresholds, and
-    the labels it deliberately leaves out with the reason (`tagger.left_out`), but for those an
-    add-on head teaches (`taught`)."""
+    """One model: identity, input geometry, providers, its sha256 on a line of its own (a table cell
+    would wrap it at 80 columns), taggable labels with their thresholds, and the labels it
+    deliberately leaves out with the reason (`tagger.left_out`), but for those an add-on head
+    teaches (`taught`)."""
     c = model.contract
-    table = Table(title=Text(str(model.path)), show_header=False)
+    table = Table(title=Text(printable(shortened_path(str(model.path), console.width))), show_header=False)
     table.add_row("name / arch / version", f"{model.name} / {c.arch} / {c.version}")
-    table.add_row("sha256", Text(model.sha256, overflow="fold"))
     table.add_row("kind / output", f"{c.kind} / {c.output}")
     if c.kind == "video":
         table.add_row("window", f"{c.clip_len} frames every {c.frame_interval:.3f} s = {c.window_seconds:.2f} s")
@@ -153,6 +181,7 @@ def render_model(console: Console, model, taught: tuple[str, ...] = ()) -> None:
     table.add_row("providers", ", ".join(model.providers))
     table.add_row("background label", c.background or "(none)")
     console.print(table)
+    console.print(f"sha256 {model.sha256}", markup=False, highlight=False, soft_wrap=True)  # one line: copied whole
     labels = Table("label", "threshold")
     for label in c.tag_labels:
         labels.add_row(Text(label), f"{c.threshold_for(label):.2f}")

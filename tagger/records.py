@@ -26,8 +26,8 @@ from tagger.deriver import Deriver
 from tagger.escaping import undecodable_escaped
 from tagger.fusion import FusionRules
 from tagger.selects import (
-    SegmentQuery, select_failed, select_label_summary, select_models, select_paths_named, select_segments, select_video,
-    select_windows,
+    SegmentQuery, select_failed, select_label_summary, select_last_scans, select_models, select_paths_named,
+    select_segments, select_video, select_windows,
 )
 from tagger.schema import decode_scores, group_windows
 from tagger.scoring import extend_contract, extend_scores, is_addon_row, stored_addon_labels
@@ -79,14 +79,32 @@ def reading(db: str) -> Iterator[sa.Connection]:
 
 
 def check_labels(conn: sa.Connection, query: SegmentQuery) -> None:
-    """Raise UsageError for a --label no stored model has, naming the close matches."""
-    known = {label for model in select_models(conn).values() for label in model.labels or ()}
-    for label in query.labels:
-        if label in known:
+    """Raise UsageError for a --label no stored model tags, naming the close matches among those it
+    does: a model's background label (or a label it scores but never tags) is neither accepted
+    nor suggested, since no segment can ever carry it."""
+    taggable: set[str] = set()
+    never: dict[str, str] = {}  # label -> why no segment carries it
+    for model in select_models(conn).values():
+        try:
+            contract = ModelContract.from_metadata(model.meta or {}, model.name)
+        except ModelError:  # a vision+sound pair's row (its models have rows of their own), or unreadable
+            if "video" not in (model.meta or {}):
+                taggable.update(model.labels or ())
             continue
-        close = [k for k in sorted(known) if k.lower() == label.lower()] or difflib.get_close_matches(label, sorted(known), 3, 0.6)
-        hint = f"did you mean {' or '.join(close)}?" if close else "`tagger query` with no --label lists the stored labels"
-        raise UsageError(f"no stored model has the label {label!r}: {hint}")
+        taggable.update(contract.tag_labels)
+        never.update({label: f"{model.name}'s background label, never a tag" if label == contract.background
+                      else f"a label {model.name} scores but never tags"
+                      for label in contract.labels if label not in contract.tag_labels})
+    hint = "`tagger query` with no --label lists the stored labels"
+    for label in query.labels:
+        if label in taggable:
+            continue
+        if label in never:
+            raise UsageError(f"{label!r} is {never[label]}: {hint}")
+        known = sorted(taggable)
+        close = [k for k in known if k.lower() == label.lower()] or difflib.get_close_matches(label, known, 3, 0.6)
+        raise UsageError(f"no stored model has the label {label!r}: "
+                         + (f"did you mean {' or '.join(close)}?" if close else hint))
 
 
 def segment_records(db: str, query: SegmentQuery, rules: SegmentRules | None = None) -> list[dict]:
@@ -274,3 +292,22 @@ def failed_videos(db: str) -> list[FailedVideo]:
     """Every video whose last scan failed, with the reason."""
     with reading(db) as conn:
         return [FailedVideo(row.path, row.error or "") for row in select_failed(conn)]
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    """One scan as the scans table records it."""
+
+    scan_id: int
+    started_at: float  # seconds since the epoch
+    status: str  # running | finished | interrupted
+    counts: dict  # found, tagged, skipped, failed, ...; empty while running or after a kill
+    error: str | None  # the database error that stopped it, when one did
+
+
+def last_scans(db: str, count: int = 10) -> list[ScanRecord]:
+    """The last `count` scans of the database, oldest first."""
+    with reading(db) as conn:
+        rows = select_last_scans(conn, count)
+    return [ScanRecord(row.id, row.started_at, row.status, {k: v for k, v in (row.counts or {}).items() if k != "error"},
+                       (row.counts or {}).get("error")) for row in rows]

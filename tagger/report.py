@@ -44,7 +44,7 @@ class ReportSummary:
     """What was written."""
 
     page: Path
-    videos: int
+    videos: int  # every stored video, the failed ones included
     failed: int
     segments: int
     thumbnails: int
@@ -90,9 +90,9 @@ def write_report(db: str, settings: ReportSettings) -> ReportSummary:
             for segment in video["segments"]:
                 segment[5] = None
     page = folder / "index.html"
-    _write_atomically(page, page_html(data, f"tagger report: {len(data['videos'])} videos"))
-    return ReportSummary(page, len(data["videos"]), len(data["failures"]), len(rows), taken,
-                         time.perf_counter() - began)
+    videos = data["summary"]["videos"]  # tagged and failed: the one count, as the page shows it
+    _write_atomically(page, page_html(data, f"tagger report: {videos} videos"))
+    return ReportSummary(page, videos, len(data["failures"]), len(rows), taken, time.perf_counter() - began)
 
 
 def report_data(stored, rows, thumbnails: int, thumbs: Path) -> tuple[dict, list[tuple[ThumbnailRequest, dict]]]:

@@ -1,4 +1,4 @@
-"""Read-side SQL: segments, windows, label summaries, one video, failures.
+"""Read-side SQL: segments, windows, label summaries, one video, failures, the last scans.
 
 Every filter value is a bound parameter; a path pattern is matched literally except for the glob
 wildcards `*`, `?` (SQLite's GLOB, LIKE with escaping elsewhere). No SQL is built from user text.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from tagger.errors import check_choice, check_range
-from tagger.schema import models, segments, videos, windows
+from tagger.schema import models, scans, segments, videos, windows
 
 ORDERS = ("path", "score", "time")
 SOURCES = ("video", "audio", "both")
@@ -209,3 +209,9 @@ def select_videos(conn: sa.Connection) -> list[sa.Row]:
         .join(models, models.c.id == videos.c.model_id, isouter=True)
     )
     return list(conn.execute(stmt.order_by(videos.c.path)))
+
+
+def select_last_scans(conn: sa.Connection, count: int) -> list[sa.Row]:
+    """The last `count` scans recorded, oldest first: when, how they ended, their counts."""
+    stmt = sa.select(scans.c.id, scans.c.started_at, scans.c.status, scans.c.counts).order_by(scans.c.id.desc())
+    return list(reversed(conn.execute(stmt.limit(count)).all()))

@@ -108,6 +108,7 @@ class Failed:
     """No decoder could read the video."""
 
     reason: str
+    detail: str = ""  # the decoders' own words, where `reason` says it plainly (shown with --debug)
 
 
 Event = Opened | Inputs | SoundMissing | Restarted | Decoded | Failed
@@ -129,10 +130,12 @@ class VideoScores:
 
 @dataclass(frozen=True)
 class VideoFailure:
-    """The per-video step failed for this video; `reason` is one line for the user."""
+    """The per-video step failed for this video; `reason` is one line for the user, `detail` the
+    decoders' own words behind it, when they differ (shown with --debug, never stored)."""
 
     path: str
     reason: str
+    detail: str = field(default="", compare=False)
 
 
 Outcome = VideoScores | VideoFailure
@@ -197,7 +200,8 @@ def _decode_windows(job: VideoJob) -> Iterator[Event]:
             reasons.append(str(exc))
             continue
         try:
-            plan = plan_windows(source.timestamps, source.info.duration, job.clip_len, job.frame_interval, job.hop)
+            plan = plan_windows(source.timestamps, source.info.duration, job.clip_len, job.frame_interval, job.hop,
+                                source.keyframes)
             yield Opened(source.info, source.name, plan.starts, plan.ends)
             yield from stream_windows(source, plan, job.size, job.chunk, job.crops, job.whole_frame)
         except DecodeError as exc:
@@ -210,7 +214,21 @@ def _decode_windows(job: VideoJob) -> Iterator[Event]:
             yield from _sound_events(job, plan, source.info.duration)
         yield Decoded()
         return
-    yield Failed("; ".join(reasons) or "no decoder could read it")
+    yield decode_failure(reasons)
+
+
+NOT_A_VIDEO = "not a video (no decodable video stream)"
+_NO_VIDEO_STREAM = ("pyav: Invalid data found", "pyav: no video stream")  # FFmpeg's probe: no video in it
+
+
+def decode_failure(reasons: list[str]) -> Failed:
+    """Why no decoder read a video: the decoders' reasons, one after another; or, where FFmpeg's
+    probe (PyAV) found no video stream in the file at all (text, random bytes, sound only, an MP4
+    cut before its index), plainly NOT_A_VIDEO with their words kept as the detail."""
+    words = "; ".join(reasons) or "no decoder could read it"
+    if any(reason.startswith(_NO_VIDEO_STREAM) for reason in reasons):
+        return Failed(NOT_A_VIDEO, words)
+    return Failed(words)
 
 
 def _sound_events(job: VideoJob, plan: WindowPlan, duration: float) -> Iterator[Event]:
@@ -314,7 +332,7 @@ def score_video(job: VideoJob, scorers: Mapping[str, Scorer], labels: Mapping[st
         if progress is not None:
             progress()
         if isinstance(event, Failed):
-            return VideoFailure(job.path, event.reason)
+            return VideoFailure(job.path, event.reason, event.detail)
         if isinstance(event, Inputs):
             if sheet.wants(event.stream, sheet.generation):
                 sheet.fill(event.stream, event.first, score_in_batches(scorers[event.stream], event.data,

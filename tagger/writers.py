@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tagger.errors import UsageError
+from tagger.escaping import counted
 from tagger.records import SEGMENT_FIELDS
 from tagger.sidecars import SIDECAR_FORMATS, opentimelineio, output_folder, write_sidecars
 
@@ -111,5 +112,5 @@ class ExportTarget:
         else:
             files, segments = write_sidecars(records, self.fmt, self.folder)
             where = "beside the videos" if self.folder is None else f"to {self.output}"
-            return f"wrote {files} .{self.fmt} files ({segments} segments) {where}"
-        return "" if self.output == "-" else f"wrote {count} rows to {self.output}"
+            return f"wrote {counted(files, f'.{self.fmt} file')} ({counted(segments, 'segment')}) {where}"
+        return "" if self.output == "-" else f"wrote {counted(count, 'row')} to {self.output}"

@@ -46,11 +46,14 @@ def write_video(
     loudness_at: Callable[[float], float] = lambda t: 0.5,
     audio_rate: int = 44100,
     paint: Callable[[np.ndarray, float], None] | None = None,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Encode a video whose frame at time t is filled with colour_at(t), plus a moving square.
 
     With `audio_codec`, a 440 Hz tone of amplitude loudness_at(t) plays along (stereo). `paint`,
     when given, draws on each (H, W, 3) frame in place before it is encoded: paint(image, t).
+    `options` go to the video encoder, e.g. {"g": "5", "bf": "0"}: a keyframe every 5 frames and
+    no B-frames (the GOP structure).
     """
     import av
     from fractions import Fraction
@@ -58,7 +61,7 @@ def write_video(
     width, height = size
     frames = max(1, int(round(seconds * fps)))
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options or {})
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         sound = None
         if audio_codec:
@@ -160,6 +163,7 @@ def write_colour_model(
     extra: dict | None = None,
     features: bool = False,
     whole_frame: int = 0,
+    background: str | None = None,
     head: tuple[np.ndarray, np.ndarray] | None = None,
     space: str = "colour-test-1",
 ) -> Path:
@@ -167,7 +171,8 @@ def write_colour_model(
 
     With `features`, it also gives those three means as its `features` output (`tagger.features`,
     dim 3, space `space`): a stored window's features are then its mean colour. With
-    `whole_frame`, it takes whole frames of any size (`tagger.whole_frame`) instead of crops. With
+    `whole_frame`, it takes whole frames of any size (`tagger.whole_frame`) instead of crops.
+    `background` names one label as the model's background label (never a tag). With
     `head` = (weights (K, 3), bias (K,)), its K `labels` score sigmoid(means @ weights.T + bias)
     instead, and its metadata records that head (`tagger.head`), as a model whose own head is a
     linear map of its features does: another model of the same space re-scores its windows.
@@ -216,7 +221,7 @@ def write_colour_model(
     contract = ModelContract(
         labels=labels, clip_len=clip_len, size=(size, size), resize=size, fps=fps, frame_step=frame_step,
         thresholds={label: threshold for label in labels}, output="probs", arch="colour-test", version="1",
-        whole_frame=whole_frame, extra=extra or {},
+        whole_frame=whole_frame, extra=extra or {}, background=background,
     )
     for key, value in contract.to_metadata().items():
         model.metadata_props.add(key=key, value=value)

@@ -16,7 +16,7 @@ from synthetic import BLUE, RED, solid, write_video
 from tagger import pipeline
 from tagger.cli import app
 
-DECODE_FAILED = "pyav: Invalid data found when processing input; decord: Error reading the file"
+DECODE_FAILED = "not a video (no decodable video stream)"  # the decoders' own words: with --debug
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ CASES = {
     "zero_bytes.mp4": (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
     "random_bytes.mp4": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(50_000)), DECODE_FAILED),
     "text_file.avi": (lambda p: p.write_text("hello\n"), DECODE_FAILED),
-    "audio_only.mp4": (_audio_only, "pyav: no video stream; decord: ERROR cannot find video stream with wanted index: -1"),
+    "audio_only.mp4": (_audio_only, DECODE_FAILED),
 }
 
 

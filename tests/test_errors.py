@@ -37,7 +37,7 @@ def test_a_file_that_is_not_onnx_exits_4(runner, red_grey_blue_video, tmp_path):
     fake.write_text("this is not a model")
     result = runner.invoke(app, ["scan", str(red_grey_blue_video), "--model", str(fake), "--db", str(tmp_path / "t.db")])
     assert result.exit_code == 4
-    assert _error_line(result).startswith(f"Error: {fake} is not a loadable ONNX model (")
+    assert _error_line(result) == f"Error: not an ONNX model: {fake}: pass an exported .onnx file"
 
 
 def test_onnx_without_tagger_metadata_exits_4(runner, red_grey_blue_video, tmp_path):
@@ -138,7 +138,7 @@ def test_broken_files_fail_alone_and_exit_3(runner, colour_model, tmp_path):
     assert summary["tagged"] == 1
     reasons = {item["path"].rsplit("/", 1)[1]: item["reason"] for item in summary["failed"]}
     assert reasons["empty.mp4"] == "empty file (0 bytes)"
-    assert reasons["random.avi"] == "pyav: Invalid data found when processing input; decord: Error reading the file"
+    assert reasons["random.avi"] == "not a video (no decodable video stream)"
     with sqlite3.connect(db) as conn:
         rows = dict(conn.execute("select path, status from videos").fetchall())
         assert rows == {str(root / "good.mp4"): "ok", str(root / "empty.mp4"): "failed", str(root / "random.avi"): "failed"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -175,18 +176,9 @@ def _actor_processes(pid: int) -> list[int]:
     return actors
 
 
-@pytest.mark.slow
-def test_killing_a_ray_worker_mid_scan_loses_and_duplicates_nothing(corpus, colour_model, sound_model, runner,
-                                                                    tmp_path):
-    reference_db = str(tmp_path / "reference.db")
-    _scan(runner, corpus, reference_db, colour_model, sound_model, "--decoders", "decord")
-    db = tmp_path / "killed.db"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)]), "RAY_ADDRESS": ""}
-    env.pop("RAY_ADDRESS")
-    scan = subprocess.Popen(
-        [sys.executable, "-m", "tagger.cli", "scan", str(corpus), "--db", str(db), "--model", str(colour_model),
-         "--audio-model", str(sound_model), "--executor", "ray", "--decoders", "fake_decoders:PacedSource",
-         "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _kill_an_actor_mid_scan(command: list[str], db: Path, env: dict) -> tuple[subprocess.Popen, str, str]:
+    """Run the scan `command`; once it stored a video, kill one of its ScoringActor processes."""
+    scan = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = None
     deadline = time.monotonic() + 120
     while killed is None and scan.poll() is None and time.monotonic() < deadline:
@@ -201,7 +193,89 @@ def test_killing_a_ray_worker_mid_scan_loses_and_duplicates_nothing(corpus, colo
             os.kill(killed, signal.SIGKILL)
     stdout, stderr = scan.communicate(timeout=240)
     assert killed is not None, f"the scan ended before a worker could be killed: {stderr}"
+    return scan, stdout, stderr
+
+
+def _ray_env() -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT)]), "COLUMNS": "80"}
+    env.pop("RAY_ADDRESS", None)  # a new local Ray, started by the scan
+    return env
+
+
+@pytest.mark.slow
+def test_killing_a_ray_worker_mid_scan_loses_and_duplicates_nothing(corpus, colour_model, sound_model, runner,
+                                                                    tmp_path):
+    reference_db = str(tmp_path / "reference.db")
+    _scan(runner, corpus, reference_db, colour_model, sound_model, "--decoders", "decord")
+    db = tmp_path / "killed.db"
+    scan, stdout, stderr = _kill_an_actor_mid_scan(
+        [sys.executable, "-m", "tagger.cli", "scan", str(corpus), "--db", str(db), "--model", str(colour_model),
+         "--audio-model", str(sound_model), "--executor", "ray", "--decoders", "fake_decoders:PacedSource",
+         "--json"], db, _ray_env())
     assert scan.returncode == 0, stderr
     summary = json.loads(stdout)
     assert (summary["tagged"], summary["failed"]) == (7, [])
+    assert summary["recoveries"] == {"workers_lost": 1, "nodes_lost": 0, "videos_retried": 1}
+    assert summary["startup_seconds"] > 0 and summary["wall_seconds"] > summary["startup_seconds"]
     assert stored(str(db)) == stored(reference_db)
+
+
+def _summary_rows(stdout: str) -> dict[str, str]:
+    """The summary table's rows at 80 columns: name -> value (a value wrapped over lines joined)."""
+    rows: dict[str, str] = {}
+    name = ""
+    for line in stdout.splitlines():
+        if line.startswith("│"):
+            cells = [cell.strip() for cell in line.strip("│").split("│")]
+            name = cells[0] or name
+            rows[name] = f"{rows[name]} {cells[1]}" if not cells[0] else cells[1]
+    return rows
+
+
+@pytest.mark.slow
+def test_the_summary_says_a_ray_worker_was_lost_and_its_video_retried(corpus, colour_model, tmp_path):
+    db = tmp_path / "killed.db"
+    scan, stdout, stderr = _kill_an_actor_mid_scan(
+        [sys.executable, "-m", "tagger.cli", "scan", str(corpus), "--db", str(db), "--model", str(colour_model),
+         "--executor", "ray", "--decoders", "fake_decoders:PacedSource"], db, _ray_env())
+    assert scan.returncode == 0, stderr
+    rows = _summary_rows(stdout)
+    assert (rows["tagged"], rows["failed"], rows["cluster"]) == ("7", "0", "1 Ray worker lost, 1 video retried")
+    assert re.fullmatch(r"ray, started in \d+\.\d s \(counted in the time above\)", rows["executor"]), rows
+    assert max(len(line) for line in stdout.splitlines()) <= 80
+
+
+@pytest.mark.slow
+def test_a_ray_node_lost_mid_scan_is_said_in_the_summary(corpus, colour_model, tmp_path, monkeypatch):
+    """A cluster of two nodes on this machine (Ray's own test cluster); the worker node is removed,
+    its raylet and actors killed, once the scan has stored a video."""
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(ROOT)]))  # the nodes' workers import fake_decoders
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        db = tmp_path / "t.db"
+        scan = subprocess.Popen(
+            [sys.executable, "-m", "tagger.cli", "scan", str(corpus), "--db", str(db), "--model", str(colour_model),
+             "--executor", "ray", "--ray-address", cluster.address, "--decoders", "fake_decoders:PacedSource"],
+            env=_ray_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while scan.poll() is None and time.monotonic() < deadline:
+            try:
+                if db.exists() and stored(str(db))["videos"]:
+                    break
+            except sa.exc.OperationalError:  # the schema is not there yet
+                pass
+            time.sleep(0.2)
+        assert scan.poll() is None, "the scan ended before the node could be removed"
+        cluster.remove_node(worker)
+        stdout, stderr = scan.communicate(timeout=240)
+    finally:
+        cluster.shutdown()
+    assert scan.returncode == 0, stderr
+    rows = _summary_rows(stdout)
+    assert (rows["tagged"], rows["failed"]) == ("7", "0")
+    assert rows["cluster"] == "1 node lost, 1 video retried"
+    assert len(stored(str(db))["videos"]) == 7

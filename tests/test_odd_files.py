@@ -13,6 +13,7 @@ import pytest
 
 from synthetic import RED, solid, write_video
 from tagger.cli import app
+from tagger.schema import SCHEMA_VERSION
 
 NOT_UTF8 = b"caf\xe9 \xff.avi"  # Latin-1 bytes, as an old Windows share or camera card leaves them
 
@@ -117,6 +118,16 @@ def test_readers_read_a_database_they_may_not_write(read_only_folder, red_clip, 
     assert scan.exit_code == 5 and scan.stderr.startswith(f"Error: cannot use database {db}: ")
 
 
+def test_a_new_database_in_a_folder_nobody_may_write_says_so(read_only_folder, red_clip, colour_model, runner):
+    folder, lock = read_only_folder
+    lock()
+    db = folder / "new.db"
+    result = runner.invoke(app, ["scan", str(red_clip), "--db", str(db), "--model", str(colour_model)])
+    assert (result.exit_code, result.stderr) == (5, f"Error: cannot use database {db}: the folder {folder} is not "
+                                                    "writable; pass --db PATH in a folder you can write\n")
+    assert list(folder.iterdir()) == []
+
+
 @pytest.mark.parametrize("command", [["query"], ["failed"], ["scan", "{video}"]])
 def test_a_foreign_sqlite_file_is_refused_untouched(command, red_clip, colour_model, tmp_path, runner):
     db = tmp_path / "notes.db"
@@ -139,6 +150,23 @@ def test_a_schema_version_that_is_not_a_whole_number_exits_5(command, red_clip, 
     result = runner.invoke(app, args + (["--model", str(colour_model)] if command[0] == "scan" else []))
     assert (result.exit_code, result.stderr) == (5, f"Error: database {db} has schema version '2.5', not a whole "
                                                     "number: it was not written by tagger; pass another --db\n")
+
+
+@pytest.mark.parametrize("version", ["-1", "0"])
+@pytest.mark.parametrize("command", [["query"], ["scan", "{video}"]])
+def test_a_schema_version_below_1_exits_5_naming_it(command, version, red_clip, colour_model, tmp_path, runner):
+    db = tmp_path / "odd.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (version,))
+    args = [a.replace("{video}", str(red_clip)) for a in command] + ["--db", str(db)]
+    result = runner.invoke(app, args + (["--model", str(colour_model)] if command[0] == "scan" else []))
+    assert (result.exit_code, result.stderr) == (5, f"Error: database {db} has schema version '{version}', which no "
+                                                    f"tagger writes (1 to {SCHEMA_VERSION}): it was not written by tagger; pass "
+                                                    "another --db\n")
+    with sqlite3.connect(db) as conn:  # refused untouched: no tables added, the version left as it was
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("meta",), ("sqlite_autoindex_meta_1",)]
+        assert conn.execute("SELECT value FROM meta").fetchall() == [(version,)]
 
 
 def test_a_fifo_is_not_a_regular_file(colour_model, tmp_path, runner):

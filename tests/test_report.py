@@ -49,8 +49,10 @@ def report(scanned, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "report"
     result = CliRunner().invoke(app, ["report", "--db", str(db), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert re.fullmatch(rf"wrote {re.escape(str(out))}/index.html: 3 videos, 1 failed, 3 segments, 3 thumbnails in "
-                        r"\d+\.\d s\n", result.stderr), result.stderr
+    assert re.fullmatch(rf"wrote {re.escape(str(out))}/index.html in \d+\.\d s\n"
+                        r"4 videos \(1 failed\), 3 segments, 3 thumbnails\n", result.stderr), result.stderr
+    assert page_data(out)["summary"]["videos"] == 4  # the page's count, the same
+    assert "<title>tagger report: 4 videos</title>" in (out / "index.html").read_text(encoding="utf-8")
     return out
 
 
@@ -74,7 +76,7 @@ def test_page_holds_summary_videos_segments_and_failures(scanned, report):
     assert data["summary"] == {"videos": 4, "tagged": 3, "failed": 1, "hours": round(20 / 3600, 3), "segments": 3}
     assert [row[:4] for row in data["per_label"]] == [["Blue", 1, 1, 4.0], ["Green", 1, 1, 6.0], ["Red", 1, 1, 3.0]]
     ((failed, reason),) = data["failures"]
-    assert failed == str(root / "broken.mp4") and reason.startswith("pyav: ")
+    assert (failed, reason) == (str(root / "broken.mp4"), "not a video (no decodable video stream)")
     by_name = {Path(v["path"]).name: v for v in data["videos"]}
     assert sorted(by_name) == sorted([f"{HTML_NAME}.avi", "grey.avi", "red_grey_blue.avi"])
     video = by_name["red_grey_blue.avi"]
@@ -138,6 +140,7 @@ def test_page_in_headless_chromium_filters_and_draws_the_timeline(scanned, repor
         WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.body.dataset.ready") == "1")
         assert _severe(driver) == []
         assert driver.find_element("id", "count").text == "2 videos, 3 segments"
+        assert _visible(driver, "#more") == []  # every video drawn: no "show more (0 left)" button
         names = [e.text for e in driver.find_elements("css selector", ".video h3 a")]
         assert names == [f"{HTML_NAME}.avi".replace("\n", " "), "red_grey_blue.avi"]  # shown as text, nothing run
         assert sorted(e.get_attribute("data-label") for e in _visible(driver, ".seg[data-label]")) == ["Blue", "Green", "Red"]

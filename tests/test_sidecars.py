@@ -79,7 +79,7 @@ def test_srt_into_a_folder_is_read_by_ffmpeg(runner, scanned, tmp_path):
     root, db, records = scanned
     out = tmp_path / "subs" / "new"
     assert _export(runner, db, "--format", "srt", "-o", str(out), "--label", "Blue") == (
-        f"wrote 1 .srt files (1 segments) to {out}\n")
+        f"wrote 1 .srt file (1 segment) to {out}\n")
     assert sorted(p.name for p in out.iterdir()) == ["red_grey_blue.tagger.srt"]
     assert _ffmpeg_cues(out / "red_grey_blue.tagger.srt", "subrip") == [
         ("00:00:06,000", "00:00:10,000", _text(records[2]))]

@@ -292,16 +292,24 @@ SMALL = ClipSpec(clip_len=4, size=(32, 32), resize=40, fps=5.0)
 
 
 @pytest.mark.parametrize("crops", [1, 3])
-@pytest.mark.parametrize("video", ["uneven_timestamps", "between_frames_portrait"])
+@pytest.mark.parametrize("video", ["uneven_timestamps", "between_frames_portrait", "keyframes_stand_in"])
 def test_training_and_scan_feed_identical_frames(video, crops, tmp_path):
-    """Evaluation clip k of W is the scan's window k, byte for byte, with the scan's crops."""
+    """Evaluation clip k of W is the scan's window k, byte for byte, with the scan's crops, and
+    with the scan's frame choice where keyframes stand in for the frames on screen."""
     import synthetic
+    from tagger.decode import open_video
+    from tagger.windows import keyframes_stand_in
 
     if video == "uneven_timestamps":
         path = _uneven_video(tmp_path / "uneven.mkv")
-    else:  # 7 fps sampled at 5 fps: each sample time lies between two frames
+    elif video == "between_frames_portrait":  # 7 fps sampled at 5 fps: each sample time lies between two frames
         path = synthetic.write_video(tmp_path / "seven_fps.avi", 3.0, fps=7, size=(72, 130),
                                      colour_at=lambda t: (int(30 + 60 * t),) * 3)
+    else:  # a keyframe every 2 frames at 25 fps, sampled at 5 fps: keyframes stand in (within 0.1 s)
+        path = synthetic.write_video(tmp_path / "short_gop.avi", 3.0, colour_at=lambda t: (int(30 + 60 * t),) * 3,
+                                     options={"g": "2"})
+        source = open_video(str(path), 40)
+        assert keyframes_stand_in(source.timestamps, source.info.duration, source.keyframes, 0.2)
     spec = ClipSpec(clip_len=4, size=(32, 32), resize=40, fps=5.0, crops=crops)
     scan = _scan_inputs(path, spec)
     assert len(scan) > 2 and scan.shape[1:] == (4 * crops, 32, 32, 3)
@@ -392,7 +400,7 @@ def test_training_clips_are_deterministic_and_within_the_video(tmp_path):
     frames = dict(source.read(range(source.info.frames)))
     # Every window that fits: starts every millisecond, the last one ending at the video's end.
     plan = plan_windows(source.timestamps, source.info.duration, SMALL.clip_len,
-                        SMALL.frame_interval, hop=0.001)
+                        SMALL.frame_interval, hop=0.001, keyframes=source.keyframes)
     windows = np.unique(plan.frame_indices, axis=0)
     for index, clip in enumerate(first):
         assert clip.shape == (4, 32, 32, 3)

@@ -54,3 +54,28 @@ def test_hop_must_be_positive():
         assert str(caught.value) == f"--hop must be greater than 0 seconds, got {hop:g}"
     check_hop(None)  # one window length
     check_hop(0.25)
+def test_keyframes_stand_in_where_every_time_has_one_within_half_a_sample_interval():
+    stamps = np.arange(100) / 25.0  # 4 s at 25 fps
+    keyframes = np.arange(0, 100, 12)  # every 0.48 s: within 0.24 s of any time
+    plan = plan_windows(stamps, 4.0, clip_len=4, frame_interval=1.0, keyframes=keyframes)
+    on_screen = plan_windows(stamps, 4.0, clip_len=4, frame_interval=1.0)
+    assert plan.tolerance == 0.5 and on_screen.tolerance == 0
+    assert on_screen.frame_indices.tolist() == [[0, 25, 50, 75]]
+    assert plan.frame_indices.tolist() == [[0, 24, 48, 72]]  # the nearest keyframe; frame 0 is one
+    assert set(plan.needed_frames) <= set(keyframes)
+
+
+def test_the_earlier_of_two_equally_near_keyframes_stands_in():
+    stamps = np.arange(40) / 10.0
+    plan = plan_windows(stamps, 4.0, clip_len=4, frame_interval=1.0, keyframes=np.array([0, 4, 6, 12, 18, 22, 30, 36]))
+    # sample 1.0 s: keyframes 0.6 and 1.2 s -> 1.2 (0.2 s away); 2.0 s: 1.8 and 2.2 s, equally near -> 1.8
+    assert plan.frame_indices.tolist() == [[0, 12, 18, 30]]
+
+
+def test_keyframes_too_far_apart_leave_the_frames_on_screen():
+    stamps = np.arange(100) / 25.0
+    for keyframes in (np.arange(0, 100, 30), np.array([0, 20, 40, 60]), np.array([12, 24, 36, 48, 60, 72, 84, 96])):
+        # 1.2 s apart; the last 1.6 s without one; none within 0.25 s of time 0 (0.5 s frame interval)
+        plan = plan_windows(stamps, 4.0, clip_len=4, frame_interval=0.5, keyframes=keyframes)
+        assert plan.tolerance == 0
+        assert plan.frame_indices.tolist() == plan_windows(stamps, 4.0, 4, 0.5).frame_indices.tolist()

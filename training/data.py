@@ -321,12 +321,13 @@ def clip_frame_indices(source: FrameSource, spec: ClipSpec, position: float | No
     """The (T,) frame indices of one clip of `source`: a scan window, or a random one (None)."""
     duration = source.info.duration
     if position is not None:
-        plan = plan_windows(source.timestamps, duration, spec.clip_len, spec.frame_interval)
+        plan = plan_windows(source.timestamps, duration, spec.clip_len, spec.frame_interval,
+                            keyframes=source.keyframes)
         return plan.frame_indices[round(position * (len(plan) - 1))]
     latest = max(0.0, duration - spec.span)  # the scan's last window starts there too
     start = rng.uniform(0.0, latest)
     return frames_on_screen(source.timestamps, duration, np.array([start]), spec.clip_len,
-                            spec.frame_interval)[0]
+                            spec.frame_interval, source.keyframes)[0]
 
 
 def _training_crops(frames: np.ndarray, spec: ClipSpec, rng: np.random.Generator,

@@ -283,23 +283,20 @@ def train_from_configs(config: FitConfig, data: DataConfig, clip: dict[str, Any]
     return state
 
 
-CROP_HEAD = "crop-head"
+FRAME_HEAD = "frame-head"
 
 
-def train_crop_head(root: Path, out: Path, name: str, weight_decay: float | None) -> None:
-    """The default model's recipe on the corpus at ROOT: features, split by group, calibrate, export."""
-    from training.build_default import DefaultModelConfig, build
+def train_frame_head(root: Path, out: Path) -> None:
+    """The default model's recipe on the corpus at ROOT (its MANIFEST.tsv): parts, split by group,
+    out-of-fold thresholds, heads, export (training/build_default.py)."""
+    from training.build_default import DefaultModelConfig, run
 
     if not (root / "MANIFEST.tsv").is_file():
-        raise DatasetError(f"{root} has no MANIFEST.tsv: --arch {CROP_HEAD} trains on a corpus like "
-                           "../shared/data/corpus (columns file, label, kind, group)")
-    config = DefaultModelConfig(measure_scan_speed=False) if weight_decay is None else \
-        DefaultModelConfig(weight_decay=weight_decay, measure_scan_speed=False)
-    # shared clips beside the corpus (../shared/data/clips for ../shared/data/corpus) calibrate too
-    card = build(out_dir=out, config=config, corpus=root, data=root.parent, cache=out / "features", name=name,
-                 echo=console.print)
-    console.print(f"exported {out / (name + '.onnx')} ({card['bytes'] / 1e6:.2f} MB, parity max abs diff "
-                  f"{card['train']['parity_max_abs_diff']:.2e})")
+        raise DatasetError(f"{root} has no MANIFEST.tsv: --arch {FRAME_HEAD} trains on a corpus like "
+                           "training/corpus_videos.tsv describes (columns file, label, kind, group)")
+    config = DefaultModelConfig(measure_scan_speed=False, calibration_windows=40)
+    card = run(out, config, root, root / "MANIFEST.tsv", None, out / "work", echo=console.print, shared_clips=False)
+    console.print(f"exported {out / 'default.onnx'} ({card['bytes'] / 1e6:.2f} MB) and default_audio.onnx")
 
 
 def _tuple(value: Any) -> tuple | None:
@@ -311,9 +308,9 @@ app = typer.Typer(add_completion=False, help="Train a video classifier on ROOT/<
 
 @app.command()
 def main(
-    root: Annotated[Path, typer.Argument(help="class folders; a MANIFEST.tsv corpus for crop-head")],
+    root: Annotated[Path, typer.Argument(help="class folders; a MANIFEST.tsv corpus for frame-head")],
     out: Annotated[Path, typer.Option(help="run folder for checkpoints and the model")],
-    arch: Annotated[str, typer.Option(help="c3d, vc3d, framemean, efficientnet, crop-head")] = "c3d",
+    arch: Annotated[str, typer.Option(help="c3d, vc3d, framemean, efficientnet, frame-head")] = "c3d",
     width: Annotated[float | None, typer.Option(help="channel multiplier, e.g. 0.25")] = None,
     dropout: Annotated[float | None, typer.Option(help="dropout of the arch")] = None,
     classes: Annotated[str | None, typer.Option(help="A,B,... or a file of names")] = None,
@@ -329,7 +326,7 @@ def main(
     batch_size: Annotated[int, typer.Option(help="clips per step")] = 20,
     epochs: Annotated[int, typer.Option(help="maximum epochs")] = 50,
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(help="Adam weight decay (crop-head: L2, 0 = 3e-2)")] = 0.0,
+    weight_decay: Annotated[float, typer.Option(help="Adam weight decay")] = 0.0,
     lr_patience: Annotated[int, typer.Option(help="ReduceLROnPlateau patience")] = 4,
     patience: Annotated[int, typer.Option(help="early-stopping patience")] = 10,
     train_clips: Annotated[int, typer.Option(help="clips per train video per epoch")] = 1,
@@ -346,11 +343,11 @@ def main(
 
     Example: python -m training.fit data/UCF-101 --out runs/ucf10 --split-dir data/ucfTrainTestlist
 
-    `--arch crop-head` trains the default model's recipe instead (training/build_default.py): a linear head on frozen ImageNet EfficientNet-Lite0 crops, on a corpus with a MANIFEST.tsv.
+    `--arch frame-head` trains the default model's recipe instead (training/build_default.py): linear heads on frozen ImageNet EfficientNet-Lite0 features of whole frames, on a corpus with a MANIFEST.tsv.
     """
     try:
-        if arch == CROP_HEAD:
-            train_crop_head(root, out, export_name or "default", weight_decay or None)
+        if arch == FRAME_HEAD:
+            train_frame_head(root, out)
             return
         config = FitConfig(out=str(out), arch=arch, batch_size=batch_size, epochs=epochs, lr=lr,
                            weight_decay=weight_decay, lr_patience=lr_patience, patience=patience,

@@ -2,9 +2,10 @@
 
 The default model's head is trained on these: each photo or video is opened with the tagger's own
 decoders (`tagger.decode.open_video`, PyAV first), its windows planned with `tagger.windows`
-(the frame on screen at each sample time), each sampled frame cut into the crops the scan cuts
-(`tagger.decode.frame_crops`), and every crop run through the frozen ImageNet backbone once. What
-the head learns from is therefore exactly what the exported graph sees in a scan.
+(the frame on screen at each sample time, or the keyframe standing in for it), each sampled
+frame cut into the crops the scan cuts (`tagger.decode.frame_crops`), and every crop run through
+the frozen ImageNet backbone once. What the head learns from is therefore exactly what the
+exported graph sees in a scan.
 
 A photo is a one-frame video, so its windows repeat that frame, as a scan of a still would.
 
@@ -28,7 +29,7 @@ import torch
 from tagger.decode import frame_crops, open_video
 from tagger.windows import plan_windows
 
-FEATURE_VERSION = 2  # part of every cache key: raise it when the decoding, crops or views change
+FEATURE_VERSION = 3  # part of every cache key: raise it when the decoding, crops or views change (3: keyframes stand in)
 AUGMENTATIONS = ("flip", "lowres")
 LOWRES_SHORT_SIDE = 112  # below the tabla thumbnails' 140 px, so every class has views blurrier than them
 
@@ -137,7 +138,8 @@ def window_crops(path: Path, geometry: Geometry, augment: str | WideShot | None 
     short_side = LOWRES_SHORT_SIDE if augment == "lowres" else geometry.resize
     source = open_video(str(path), short_side)
     try:
-        plan = plan_windows(source.timestamps, source.info.duration, geometry.clip_len, geometry.frame_interval)
+        plan = plan_windows(source.timestamps, source.info.duration, geometry.clip_len, geometry.frame_interval,
+                            keyframes=source.keyframes)
         needed = plan.needed_frames
         frames = {int(i): frame_crops(_augmented(frame, augment, geometry.resize), (geometry.crop, geometry.crop),
                                       geometry.crops)

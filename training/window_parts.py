@@ -27,7 +27,7 @@ from tagger.step import VIDEO, Failed, Inputs, Opened, Restarted, VideoJob, deco
 from training.frame_net import STRIDE, WindowFeatures
 from training.imagenet_map import tag_names
 
-PARTS_VERSION = 1  # part of every cache key: raise it when decoding or the parts change
+PARTS_VERSION = 2  # part of every cache key: raise it when decoding or the parts change (2: keyframes stand in)
 POOLED = 2560  # [mean, best] of 1280 channels each
 
 
@@ -120,3 +120,49 @@ def window_inputs_sample(path: Path, contract: ModelContract, count: int) -> lis
         if len(windows) >= count:
             break
     return windows[:count]
+
+
+AUDIO_PARTS = ("/network/dense_norm/BatchNormalization_output_0", "/network/output/Gemm_output_0")  # musicnn: hidden 200, MTT logits 50
+
+
+def audio_parts_graph(musicnn: Path, target: Path) -> None:
+    """The shipped music model with its penultimate layer and MTT logits as one output `parts` (N, 250)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(musicnn))
+    model.graph.node.append(helper.make_node("Concat", list(AUDIO_PARTS), ["parts"], axis=1))
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("parts", TensorProto.FLOAT, ["N", 250]))
+    onnx.save(model, str(target))
+
+
+def extract_audio(path: Path, session, model_sha: str, contract: ModelContract, sample_rate: int,
+                  patch_seconds: float, cache: Path) -> ItemParts | None:
+    """The music model's parts for the sound of every scan window of `path` (the scan's own patch
+    bounds), cached; None when the file has no usable sound track."""
+    from tagger.audio import NoAudio, patch_bounds, read_patches
+    from tagger.decode import open_video
+    from tagger.windows import plan_windows
+
+    stored = cache / f"a{cache_key(path, model_sha, contract, None)}.npz"
+    if stored.is_file():
+        with np.load(stored) as data:
+            return ItemParts(data["starts"], data["ends"], data["parts"]) if len(data["parts"]) else None
+    source = open_video(str(path), contract.resize)
+    try:
+        plan = plan_windows(source.timestamps, source.info.duration, contract.clip_len, contract.frame_interval)
+        duration = source.info.duration
+    finally:
+        source.close()
+    bounds = patch_bounds(plan.starts, plan.ends, duration, patch_seconds, sample_rate)
+    chunks: list[np.ndarray] = []
+    try:
+        for _, patches in read_patches(str(path), bounds, sample_rate, 8):
+            chunks.append(session.run(["parts"], {"audio": patches})[0])
+    except (NoAudio, DecodeError):
+        chunks = []
+    found = ItemParts(plan.starts, plan.ends, np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 250)))
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(stored, starts=found.starts, ends=found.ends, parts=found.parts)
+    return found if len(found.parts) else None

@@ -11,17 +11,17 @@ from tagger.cli_app import (
     DbOption, LabelOption, MinScoreOption, PathOption, app, boundary, err, out,
 )
 from tagger.config import resolve_db
-from tagger.escaping import printable
+from tagger.escaping import counted, printable
 from tagger.segments import SegmentRules
 
 
-MinDurationOption = Annotated[Optional[float], typer.Option("--min-duration", help="Only segments at least this many seconds long")]
-QueryModelOption = Annotated[Optional[str], typer.Option("--model", help="Only tags from this model (name or sha256 prefix)")]
-SourceOption = Annotated[Optional[str], typer.Option("--source", help="Only segments with this evidence: video, audio or both")]
-ThresholdOption = Annotated[Optional[float], typer.Option("--threshold", help="Re-derive segments from stored window scores at this threshold (0-1), exactly as `scan --threshold` would")]
-SmoothOption = Annotated[int, typer.Option("--smooth", help="With --threshold: moving-average width over windows")]
-MaxGapOption = Annotated[int, typer.Option("--max-gap", help="With --threshold: windows below threshold bridged inside a segment")]
-FormatOption = Annotated[Optional[str], typer.Option("--format", help="table, json, csv or tsv [default: table on a terminal, else csv]")]
+MinDurationOption = Annotated[Optional[float], typer.Option("--min-duration", metavar="SECONDS", help="Only segments at least this many seconds long")]
+QueryModelOption = Annotated[Optional[str], typer.Option("--model", metavar="MODEL", help="Only tags from this model (name or sha256 prefix)")]
+SourceOption = Annotated[Optional[str], typer.Option("--source", metavar="EVIDENCE", help="Only segments with this evidence: video, audio or both")]
+ThresholdOption = Annotated[Optional[float], typer.Option("--threshold", metavar="SCORE", help="Re-derive segments from stored window scores at this threshold (0-1), exactly as `scan --threshold` would")]
+SmoothOption = Annotated[int, typer.Option("--smooth", metavar="WINDOWS", help="With --threshold: moving-average width over windows")]
+MaxGapOption = Annotated[int, typer.Option("--max-gap", metavar="WINDOWS", help="With --threshold: windows below threshold bridged inside a segment")]
+FormatOption = Annotated[Optional[str], typer.Option("--format", metavar="FORMAT", help="table, json, csv or tsv [default: table on a terminal, else csv]")]
 
 def _rederiving(threshold: float | None, smooth: int, max_gap: int) -> SegmentRules | None:
     """The rules to re-derive stored segments with: only with --threshold (--smooth and --max-gap
@@ -43,8 +43,8 @@ def query(
     min_duration: MinDurationOption = None,
     model: QueryModelOption = None,
     source: SourceOption = None,
-    limit: Annotated[Optional[int], typer.Option(help="At most this many rows")] = None,
-    sort: Annotated[str, typer.Option(help="path, score or time")] = "path",  # SegmentQuery.order; importing it costs 0.3 s of SQLAlchemy
+    limit: Annotated[Optional[int], typer.Option(metavar="N", help="At most this many rows")] = None,
+    sort: Annotated[str, typer.Option(metavar="ORDER", help="path, score or time")] = "path",  # SegmentQuery.order; importing it costs 0.3 s of SQLAlchemy
     all_labels: Annotated[bool, typer.Option("--all", help="List every segment (with no --label, the default is a per-label summary)")] = False,
     threshold: ThresholdOption = None,
     smooth: SmoothOption = SegmentRules.smooth,
@@ -52,7 +52,10 @@ def query(
     output_format: FormatOption = None,
     db: DbOption = None,
 ) -> None:
-    """List stored segments matching the filters; with no --label, a per-label summary.
+    """List stored segments, or a per-label summary without --label.
+
+    The segments matching the filters (--all: every one); with no --label, videos, segments and
+    tagged time per label.
 
     Example: tagger query --label PlayingSitar --min-score 0.8 --format csv
     """
@@ -73,7 +76,7 @@ def query(
 @app.command("export-csv")
 @boundary
 def export_csv(
-    output: Annotated[str, typer.Option("--output", "-o", help="CSV file to write, or - for standard output")] = "-",
+    output: Annotated[str, typer.Option("--output", "-o", metavar="FILE", help="CSV file to write, or - for standard output")] = "-",
     label: LabelOption = None,
     min_score: MinScoreOption = None,
     path: PathOption = None,
@@ -86,7 +89,9 @@ def export_csv(
     windows: Annotated[bool, typer.Option("--windows", help="Export raw per-window scores (one row per window and label)")] = False,
     db: DbOption = None,
 ) -> None:
-    """Write stored segments as CSV, one row per segment (or per window with --windows).
+    """Write stored segments (or windows) as CSV.
+
+    One row per segment, or per window and label with --windows.
 
     Example: tagger export-csv -o tags.csv --label PlayingGuitar
     """
@@ -101,30 +106,39 @@ def export_csv(
         records = segment_records(resolve_db(db), query, _rederiving(threshold, smooth, max_gap))
         count = write_csv_file(records, output, SEGMENT_FIELDS)
     if output != "-":
-        err.print(f"wrote {count} rows to {output}", markup=False, highlight=False)
+        err.print(f"wrote {counted(count, 'row')} to {output}", markup=False, highlight=False)
 
 
 @app.command()
 @boundary
 def show(
-    video: Annotated[str, typer.Argument(help="A scanned video's path")],
+    video: Annotated[Optional[str], typer.Argument(metavar="VIDEO", help="A scanned video's path [default: the last scans]")] = None,
     db: DbOption = None,
 ) -> None:
-    """Show one video's timeline per label, its metadata and its segments.
+    """Show a video's timelines and segments, or the last scans.
+
+    With VIDEO: its metadata, a timeline per label and its segments. Without: the database's last
+    10 scans, how each ended and, for one its database stopped, why.
 
     Example: tagger show ~/videos/concert.mp4
     """
-    from tagger.listing import render_timeline
-    from tagger.records import video_timeline
+    from tagger.database import shown_target
+    from tagger.listing import render_scans, render_timeline
+    from tagger.records import last_scans, video_timeline
 
-    render_timeline(out, video_timeline(resolve_db(db), video))
+    target = resolve_db(db)
+    if video is None:
+        render_scans(out, last_scans(target), shown_target(target))
+        return
+    render_timeline(out, video_timeline(target, video))
 
 
 @app.command()
 @boundary
 def failed(db: DbOption = None) -> None:
-    """List videos whose last scan failed, with the reason (path TAB reason; tabs, line breaks and
-    undecodable bytes inside either are escaped, so each failure is exactly one line).
+    """List the videos whose last scan failed, with the reason.
+
+    One line each, path TAB reason (tabs, line breaks and undecodable bytes inside either escaped).
 
     Example: tagger failed --db tags.db
     """
@@ -141,9 +155,9 @@ def failed(db: DbOption = None) -> None:
 @app.command("export")
 @boundary
 def export_tags(
-    output_format: Annotated[str, typer.Option("--format", "-f", help="csv, json, vtt, srt (players), edl or otio (editors)")] = "csv",
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="csv, json: a file, or - for standard output; vtt, srt, edl, otio: a folder")] = None,
-    sidecar: Annotated[bool, typer.Option("--sidecar", help="vtt, srt, edl, otio: write each video's file beside it (<stem>.tagger.vtt)")] = False,
+    output_format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="csv, json, vtt, srt (players), edl or otio (editors)")] = "csv",
+    output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="PATH", help="csv, json: a file, or - for standard output; vtt, srt, edl, otio: a folder")] = None,
+    sidecar: Annotated[bool, typer.Option("--sidecar", help="vtt, srt, edl, otio: write each video's file beside it (<stem>.tagger.<format>)")] = False,
     label: LabelOption = None,
     min_score: MinScoreOption = None,
     path: PathOption = None,
@@ -155,7 +169,9 @@ def export_tags(
     max_gap: MaxGapOption = SegmentRules.max_gap,
     db: DbOption = None,
 ) -> None:
-    """Write stored segments as CSV or JSON, subtitles for players (vtt, srt) or markers for editors (edl, otio).
+    """Write segments as csv, json, vtt, srt, edl or otio.
+
+    CSV or JSON rows, subtitles for players (vtt, srt) or markers for editors (edl, otio).
 
     Example: tagger export --format vtt --sidecar --label PlayingGuitar
     """
@@ -174,12 +190,15 @@ def export_tags(
 @app.command()
 @boundary
 def report(
-    output: Annotated[str, typer.Option("--output", "-o", help="Folder for index.html and thumbs/ (created when missing)")] = "tagger-report",
-    thumbnails: Annotated[int, typer.Option("--thumbnails", help="Thumbnails per video at most: the best segments' middle frames")] = 3,
+    output: Annotated[str, typer.Option("--output", "-o", metavar="FOLDER", help="Folder for index.html and thumbs/ (created when missing)")] = "tagger-report",
+    thumbnails: Annotated[int, typer.Option("--thumbnails", metavar="N", help="Thumbnails per video at most: the best segments' middle frames")] = 3,
     no_thumbnails: Annotated[bool, typer.Option("--no-thumbnails", help="Decode nothing: a page without thumbnails")] = False,
     db: DbOption = None,
 ) -> None:
-    """Write a static HTML report: summary, timelines per label, thumbnails, filters; opens offline.
+    """Write a static HTML report: timelines, thumbnails, filters.
+
+    One page with the summary, a timeline per label for every video and thumbnails of the best
+    segments; it needs no server and opens offline.
 
     Example: tagger report -o report && xdg-open report/index.html
     """
@@ -190,5 +209,6 @@ def report(
     if thumbnails < 0:
         raise errors.UsageError(f"--thumbnails must be 0 or more, got {thumbnails}")
     done = write_report(resolve_db(db), ReportSettings(Path(output), 0 if no_thumbnails else thumbnails))
-    err.print(f"wrote {done.page}: {done.videos} videos, {done.failed} failed, {done.segments} segments, "
-              f"{done.thumbnails} thumbnails in {done.seconds:.1f} s", markup=False, highlight=False)
+    err.print(f"wrote {done.page} in {done.seconds:.1f} s", markup=False, highlight=False)  # two lines: 80 columns
+    err.print(f"{counted(done.videos, 'video')} ({done.failed} failed), {counted(done.segments, 'segment')}, "
+              f"{counted(done.thumbnails, 'thumbnail')}", markup=False, highlight=False)

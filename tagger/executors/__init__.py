@@ -36,6 +36,16 @@ class Started:
     job: VideoJob
 
 
+@dataclass(frozen=True)
+class Recoveries:
+    """What an executor survived during a scan: workers that died under a video (and, of the
+    nodes they ran on, those that are gone), and the videos it therefore ran again."""
+
+    workers_lost: int = 0
+    nodes_lost: int = 0
+    videos_retried: int = 0
+
+
 class Executor(ABC):
     """Runs the per-video step for every job of a queue and yields each video's outcome.
 
@@ -58,6 +68,11 @@ class Executor(ABC):
     def providers(self) -> list[str]:
         """The onnxruntime providers inference runs on."""
         return self.models["video"].providers
+
+    @property
+    def recoveries(self) -> Recoveries:
+        """What this executor survived so far (read by the scan when the stream ends)."""
+        return Recoveries()
 
     def close(self) -> None:
         """Release workers, actors, connections."""

@@ -236,7 +236,7 @@ class LocalExecutor(Executor):
                 self._pending[event.stream].append(_Pending(job_id, sheet.generation, event))
             elif isinstance(event, Failed):
                 decoder.job = None
-                self._fail(job_id, event.reason)
+                self._fail(job_id, event.reason, event.detail)
             else:
                 sheet.apply(event)
                 if sheet.decoded:
@@ -277,7 +277,7 @@ class LocalExecutor(Executor):
             del self._sheets[job_id]
             self._done.append(sheet.result())
 
-    def _fail(self, job_id: int, reason: str) -> None:
+    def _fail(self, job_id: int, reason: str, detail: str = "") -> None:
         sheet = self._sheets.pop(job_id, None)
         if sheet is not None:
-            self._done.append(VideoFailure(sheet.path, reason))
+            self._done.append(VideoFailure(sheet.path, reason, detail))

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tagger.errors import ModelError, UsageError
-from tagger.executors import Executor, JobQueue, Started, batch_sizes
+from tagger.executors import Executor, JobQueue, Recoveries, Started, batch_sizes
 from tagger.model import CPU, LoadedModel, load_model
 from tagger.step import Outcome, VideoFailure, VideoJob, score_video
 
@@ -118,6 +118,8 @@ class RayExecutor(Executor):
         self._pool: list = []
         self._starting: dict = {}
         self._providers = [CPU]
+        self._nodes = _alive_nodes(ray)  # to tell, when actors die, whether their node went too
+        self._workers_lost = self._retried = 0
 
     def _connect(self, address: str | None) -> None:
         options = dict(log_to_driver=False, logging_level="ERROR")
@@ -145,6 +147,13 @@ class RayExecutor(Executor):
     @property
     def providers(self) -> list[str]:
         return self._providers
+
+    @property
+    def recoveries(self) -> Recoveries:
+        """Actors that died under a video, the nodes of the cluster gone since the scan began (once
+        Ray has noticed), and the videos run once more."""
+        gone = len(self._nodes - _alive_nodes(self.ray)) if self._workers_lost else 0
+        return Recoveries(self._workers_lost, gone, self._retried)
 
     def outcomes(self, jobs: JobQueue) -> Iterator[Started | Outcome]:
         ray = self.ray
@@ -188,8 +197,10 @@ class RayExecutor(Executor):
                 except ray.exceptions.RayActorError as exc:
                     self._retire(run.actor)
                     self._start_actor()
+                    self._workers_lost += 1
                     if run.attempt == 0:  # its node or process may have died for reasons of its own
                         retry.append(run.job)
+                        self._retried += 1
                     else:
                         yield VideoFailure(run.job.path, f"crash: two Ray workers died on this video ({_first(exc)})")
                     continue
@@ -263,6 +274,11 @@ class RayExecutor(Executor):
         self._pool = []
         if self.started_ray:
             self.ray.shutdown()
+
+
+def _alive_nodes(ray) -> set[str]:
+    """The ids of the cluster's nodes Ray counts as alive."""
+    return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
 
 
 def _check_reachable(address: str | None) -> None:
