@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tagger.errors import ModelError
-from tagger.escaping import printable
+from tagger.escaping import printable, shortened_path
 from tagger.heads import ADDON_SUFFIX, feature_space, read_addon
 from tagger.listing import short_timecode
 from tagger.retag import RetagProgress, RetagSummary
@@ -81,8 +81,8 @@ def render_retag(out: Console, err: Console, summary: RetagSummary, quiet: bool 
         return
     heads = f"; add-on heads: {', '.join(summary.heads)}" if summary.heads else "; no add-on heads"
     _plain(err, f"retagged {summary.retagged} of {_count(summary.videos, 'stored video')} from their features, "
-                f"no decoding: {_count(summary.segments, 'segment')}; {summary.current} already current")
-    _plain(err, f"model {Path(summary.model).name}{heads}")
+                f"no decoding: {_count(summary.segments, 'segment')}")
+    _plain(err, f"{summary.current} already current; model {Path(summary.model).name}{heads}")
     if summary.changed:
         _plain(err, f"{summary.changed} stored again by a scan meanwhile: that scan's tags stand")
     if summary.not_retagged:
@@ -97,10 +97,12 @@ def render_addons(console: Console, folder: Path, contract) -> None:
     space = feature_space(contract)
     files = sorted(folder.glob(f"*{ADDON_SUFFIX}")) if folder.is_dir() else []
     if not files:
-        _plain(console, f"add-on heads: none in {printable(str(folder))} (tagger learn LABEL writes them)")
+        prefix = "add-on heads (tagger learn writes them): none in "
+        _plain(console, prefix + shortened_path(printable(str(folder)), max(20, console.width - len(prefix))))
         return
+    title = "add-on heads in "
     table = Table("label", "examples", "held out", "threshold", "taught",
-                  title=Text(f"add-on heads in {printable(str(folder))}"))
+                  title=Text(title + shortened_path(printable(str(folder)), max(20, console.width - len(title)))))
     others = []
     for file in files:
         try:

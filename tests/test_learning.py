@@ -112,8 +112,8 @@ def test_a_taught_label_tags_held_out_videos_without_decoding(runner, db, archiv
         retagged = _invoke(runner, "retag", "--db", db, "--model", feature_model)
         assert retagged.exit_code == 0, retagged.output
         assert retagged.stdout == ""
-        assert retagged.stderr == ("retagged 11 of 11 stored videos from their features, no decoding: 20 segments; 0 "
-                                   "already current\nmodel colour_features.onnx; add-on heads: Magenta\n")
+        assert retagged.stderr == ("retagged 11 of 11 stored videos from their features, no decoding: 20 segments\n"
+                                   "0 already current; model colour_features.onnx; add-on heads: Magenta\n")
         assert _tagged(runner, db, "Magenta") == [("concert.avi", 3.0, 6.0), ("magenta0.avi", 0.0, 3.0),
                                                   ("magenta1.avi", 0.0, 3.0), ("magenta2.avi", 0.0, 3.0),
                                                   ("magenta3.avi", 0.0, 3.0)]
@@ -143,8 +143,8 @@ def test_retag_lists_the_videos_stored_without_features(runner, scanned, archive
     assert result.exit_code == 3
     assert result.stdout == f"{featureless}\tscanned without features\n"
     assert result.stderr == (
-        "retagged 10 of 11 stored videos from their features, no decoding: 20 segments; 0 already current\n"
-        "model colour_features.onnx; add-on heads: Magenta\n"
+        "retagged 10 of 11 stored videos from their features, no decoding: 20 segments\n"
+        "0 already current; model colour_features.onnx; add-on heads: Magenta\n"
         "1 video could not be re-tagged without decoding (listed above)\n"
         "a rescan with features fixes it: tagger scan --force PATH\n")
     again = _invoke(runner, "retag", "--db", db, "--model", feature_model, "--heads", heads, "--quiet")
@@ -173,8 +173,8 @@ def test_retag_after_a_rescan_with_features(runner, archive, feature_model, open
     assert rescan.exit_code == 0, rescan.output
     done = _invoke(runner, "retag", "--db", db, "--model", feature_model, "--heads", heads)
     assert (done.exit_code, done.stdout) == (0, "")
-    assert done.stderr == ("retagged 0 of 1 stored video from their features, no decoding: 0 segments; 1 already "
-                           "current\nmodel colour_features.onnx; add-on heads: Magenta\n")
+    assert done.stderr == ("retagged 0 of 1 stored video from their features, no decoding: 0 segments\n"
+                           "1 already current; model colour_features.onnx; add-on heads: Magenta\n")
     assert _tagged(runner, db, "Magenta") == [("magenta3.avi", 0.0, 3.0)]
 
 

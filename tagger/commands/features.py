@@ -27,9 +27,10 @@ def learn(
     heads: HeadsOption = None,
     db: DbOption = None,
 ) -> None:
-    """Teach a label from a few examples, on stored features only (nothing is decoded): fits a
-    head, checks it on held-out videos, picks its threshold there and writes it as an add-on head.
-    At least 3 positives; without negatives, a sample of the other stored windows stands for
+    """Teach a label from examples, on stored features: no decoding.
+
+    Fits a head, checks it on held-out videos, picks its threshold there and writes it as an add-on
+    head. At least 3 positives; without negatives, a sample of the other stored windows stands for
     everything else. `tagger retag` (or the next scan) then tags the stored videos with it.
 
     Example: tagger learn PlayingDaf --positive daf1.mp4 --positive concert.mp4@1:20-2:05 --positive daf3.mp4
@@ -52,10 +53,12 @@ def retag(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; only the videos not re-tagged")] = False,
     db: DbOption = None,
 ) -> None:
-    """Re-tag every stored video from its stored features, with the model and the add-on heads a
-    scan would use now, never decoding (the files need not be there). Each video keeps its windows,
-    its sound and its segment settings. Videos that cannot be re-tagged without decoding are
-    listed, path TAB reason, and the exit code is 3: a rescan with features fixes them.
+    """Re-tag stored videos from their stored features: no decoding.
+
+    With the model and the add-on heads a scan would use now; the files need not be there. Each
+    video keeps its windows, its sound and its segment settings. Videos that cannot be re-tagged
+    without decoding are listed, path TAB reason, and the exit code is 3: a rescan with features
+    fixes them.
 
     Example: tagger retag --db tags.db
     """
@@ -79,8 +82,10 @@ def similar(
     output_format: FormatOption = None,
     db: DbOption = None,
 ) -> None:
-    """List the stored windows across the archive that look most like one moment of a video
-    (cosine on stored features, best first, with the tags stored over each).
+    """List the stored moments most like one moment of a video.
+
+    Cosine on the stored features of every window of the same feature space, best first, with the
+    tags stored over each.
 
     Example: tagger similar concert.mp4 --at 1:23 --top 20 --format json
     """
