@@ -29,7 +29,7 @@ def __getattr__(name: str):
 def _application():
     """The Typer application with every command registered."""
     from tagger.cli_app import app
-    from tagger.commands import scanning, reading  # noqa: F401, I001 - registers the commands, in this order
+    from tagger.commands import scanning, reading, features  # noqa: F401, I001 - registers the commands, in this order
 
     return app
 

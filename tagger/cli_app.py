@@ -129,6 +129,7 @@ LabelOption = Annotated[Optional[list[str]], typer.Option("--label", "-l", metav
 MinScoreOption = Annotated[Optional[float], typer.Option("--min-score", metavar="SCORE", help="Only segments scoring at least this (0-1)")]
 AudioModelOption = Annotated[Optional[str], typer.Option("--audio-model", metavar="PATH", help="Exported audio ONNX model [env: TAGGER_AUDIO_MODEL; default: the one the vision model names, or the shipped one with the shipped model]")]
 PathOption = Annotated[Optional[str], typer.Option("--path", metavar="GLOB", help="Only videos whose path matches this glob or contains this text")]
+HeadsOption = Annotated[Optional[str], typer.Option("--heads", metavar="DIR", help="Folder of add-on heads, the labels tagger learn taught [env: TAGGER_HEADS; default: heads/ in the user data dir]")]
 
 
 class _WarningLines(logging.Handler):

@@ -41,6 +41,13 @@ def resolve_model(flag: str | None) -> str | None:
     return flag or os.environ.get(ENV_MODEL) or None
 
 
+def resolve_heads(flag: str | None) -> Path:
+    """The add-on heads folder: --heads, else $TAGGER_HEADS, else heads/ in the user data directory."""
+    from tagger.heads import default_heads_dir
+
+    return Path(flag).expanduser() if flag else default_heads_dir()
+
+
 def resolve_audio_model(flag: str | None) -> str | None:
     """The audio model: --audio-model, else $TAGGER_AUDIO_MODEL, else None (the shipped one)."""
     return flag or os.environ.get(ENV_AUDIO_MODEL) or None
@@ -92,6 +99,7 @@ class ScanSettings:
     ray_address: str | None = None  # the Ray cluster; None: $RAY_ADDRESS, else a new local Ray
     lease: float = 60.0  # seconds a claimed video stays claimed after its scan stops renewing (dies)
     features: bool = True  # store each window's features (models that give them): heads added later use them
+    heads: str | None = None  # the add-on heads folder; None: $TAGGER_HEADS, else the user data directory's heads/
 
     def tagging_key(self) -> str:
         """The settings that shape a video's stored tags besides the file and the models, as JSON:
@@ -102,6 +110,17 @@ class ScanSettings:
             "windows": {"hop": self.hop, "streams": self.streams},
             "segments": {**asdict(self.segment_rules), "fusion": asdict(self.fusion)},  # threshold included
         }, sort_keys=True)
+
+    @staticmethod
+    def stored_rules(key: str | None) -> tuple[SegmentRules, FusionRules]:
+        """The segment and fusion rules a stored `tagging_key` records (the defaults for None: a
+        video stored before settings were recorded, or a key this tagger cannot read)."""
+        try:
+            rules = dict(json.loads(key)["segments"])
+            fusion = FusionRules(**rules.pop("fusion"))
+            return SegmentRules(**rules), fusion
+        except (TypeError, ValueError, KeyError, AttributeError, UsageError):
+            return SegmentRules(), FusionRules()
 
     def __post_init__(self) -> None:
         """Every option checked here, so the CLI and library callers get the same one-line errors."""

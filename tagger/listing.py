@@ -59,6 +59,8 @@ MIN_PATH_WIDTH = 24  # below this a path column shows too little of the name to 
 def _cell(field: str, value) -> str:
     if field in ("start_s", "end_s"):
         return short_timecode(value)
+    if field == "similarity":
+        return f"{value:.3f}"  # near neighbours differ in the third decimal
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)  # shown as Text, not markup: a path with [brackets] prints as it is

@@ -1,12 +1,13 @@
 """The scan, one way: planner -> executor -> deriver -> sink.
 
 1. The planner (`tagger.planner`) finds the videos and decides from what is stored what each one
-   needs: nothing, new segments from its stored window scores, or a scan.
+   needs: nothing, new segments from its stored window scores, new scores from its stored
+   features (other models or add-on heads of the same feature space: `tagger.scoring`), or a scan.
 2. The videos to scan become a stream of jobs; each video is claimed (`tagger.claims`) as its job
    is taken, so scans sharing a database split a tree without duplicates. The executor
    (`tagger.executors`) runs the per-video step wherever it runs it and streams back each video's
    window scores or failure.
-3. The deriver (`tagger.deriver`) turns window scores into segments.
+3. The deriver (`tagger.deriver`) turns window scores, the add-on heads' included, into segments.
 4. The sink (`tagger.sink`) writes each video in one transaction, so an interrupted scan loses
    nothing already finished and the next scan resumes where it stopped.
 
@@ -21,16 +22,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from tagger.claims import Claims, Lease, claim_owner
-from tagger.config import ScanSettings
+from tagger.config import ScanSettings, resolve_heads
 from tagger.database import Database
 from tagger.deriver import Deriver
 from tagger.discover import FoundVideo, find_videos, fingerprint
 from tagger.errors import DatabaseError
 from tagger.executors import Executor, Recoveries, Started, make_executor
+from tagger.heads import feature_space
+from tagger.identity import TagIdentity, rescore_problem, stored_models
 from tagger.model import LoadedModel, ScanModels, load_scan_models
 from tagger.planner import Freshness, job_for, plan_scan
 from tagger.scan_records import record_scan_end, record_scan_start, record_scan_stopped
 from tagger.schema import StoredVideo, VideoResult, stored_videos, video_windows
+from tagger.scoring import AddOns, Restored, Scoring
 from tagger.sink import Sink
 from tagger.step import AUDIO, VIDEO, VideoFailure, VideoJob, VideoScores
 
@@ -47,6 +51,8 @@ class ScanSummary:
     elsewhere: int = 0  # being tagged by another scan sharing the database
     tagged_elsewhere: int = 0  # tagged by another scan sharing the database since this one looked
     segments: int = 0
+    rescored: int = 0  # of the tagged: scored again from stored features, without decoding
+    heads: list[str] = field(default_factory=list)  # the labels of the add-on heads applied
     video_seconds: float = 0.0
     wall_seconds: float = 0.0  # the whole scan, the executor's start-up (a new Ray: seconds) included
     startup_seconds: float = 0.0  # starting the executor
@@ -121,18 +127,23 @@ class Scan:
     """One scan over one database with one executor: the stages above, in order."""
 
     def __init__(self, settings: ScanSettings, db: Database, loaded: dict[str, LoadedModel], executor: Executor,
-                 progress: ScanProgress, startup_seconds: float = 0.0):
+                 progress: ScanProgress, startup_seconds: float = 0.0, addons: AddOns | None = None):
         self.settings, self.db, self.executor, self.progress = settings, db, executor, progress
         self.model, self.audio = loaded[VIDEO], loaded.get(AUDIO)
+        self.scoring = Scoring.of_model(self.model.contract, addons)
         self.sink = Sink(db)
-        self.window_model_ids, self.model_id = self.sink.register_models(loaded)
+        self.ids = self.sink.register_models(loaded, self.scoring.addons)
+        self.model_id = self.ids.tags
         self.tagging_key = settings.tagging_key()
-        self.fresh = Freshness(self.model_id, self.tagging_key, settings.force, db.now())  # the database's clock
-        self.deriver = Deriver(self.model.contract, self.audio.contract if self.audio else None,
+        self.rescorable, self.vision_ids = self._rescorable()
+        self.fresh = Freshness(self.model_id, self.tagging_key, settings.force, db.now(),  # the database's clock
+                               self.rescorable)
+        self.deriver = Deriver(self.scoring.extended, self.audio.contract if self.audio else None,
                                settings.segment_rules, settings.fusion)
         self.claims = Claims(db, claim_owner(), settings.lease)
         self.summary = ScanSummary(model=str(self.model.path), audio_model=str(self.audio.path) if self.audio else None,
-                                   executor=settings.executor, startup_seconds=startup_seconds)
+                                   executor=settings.executor, startup_seconds=startup_seconds,
+                                   heads=list(self.scoring.addons.labels))
 
     def run(self, paths: Sequence[str]) -> ScanSummary:
         began = time.monotonic() - self.summary.startup_seconds  # the executor's start-up is the scan's time too
@@ -147,6 +158,7 @@ class Scan:
         try:
             with Lease(self.claims):
                 todo = plan.to_tag + [video for video, stored in plan.to_rederive if not self._rederive(video, stored)]
+                todo += [video for video, stored in plan.to_rescore if not self._rederive(video, stored, rescore=True)]
                 self.progress.start(len(todo), self.summary.skipped)
                 if todo:
                     self._execute(todo)
@@ -204,18 +216,36 @@ class Scan:
         finally:
             events.close()
 
-    def _rederive(self, video: FoundVideo, stored: StoredVideo) -> bool:
-        """New segments for a stored video from its stored window scores, no decoding; False when
-        it must be decoded (its windows are not there, or another scan stored it since the plan)."""
+    def _rescorable(self) -> tuple[frozenset[int], frozenset[int]]:
+        """The stored identities whose videos this scan re-scores from stored features rather than
+        decodes, and the vision models whose features are of this model's space."""
         with self.db.read() as conn:
-            by_model = video_windows(conn, video.path)
-        seen = by_model.get(self.window_model_ids[VIDEO])
-        if seen is None:
+            known = stored_models(conn)
+        target = TagIdentity(self.model.sha256, self.audio.sha256 if self.audio else None,
+                             self.scoring.addons.sha256 if self.scoring.addons else None)
+        space, own_head = feature_space(self.model.contract), self.scoring.own_head is not None
+        rescorable = frozenset(model_id for model_id, stored in known.identities.items()
+                               if rescore_problem(stored, target, known, space, own_head) is None)
+        return rescorable - {self.model_id}, known.vision_ids(space)
+
+    def _rederive(self, video: FoundVideo, stored: StoredVideo, rescore: bool = False) -> bool:
+        """New segments for a stored video from its stored window scores, or with `rescore` new
+        scores from its stored features, no decoding; False when it must be decoded (its windows or
+        features are not there, or another scan stored it since the plan)."""
+        with self.db.read() as conn:
+            by_model = video_windows(conn, video.path, features=rescore)
+        restored = self.scoring.restore(by_model, self.ids, self.vision_ids, rescore)
+        if not isinstance(restored, Restored):
             return False
-        heard = by_model.get(self.window_model_ids.get(AUDIO))
-        found = self.deriver.segments(seen.starts, seen.ends, seen.scores, heard.scores if heard else None)
-        if not self.sink.replace_segments(video.path, stored, found, self.tagging_key):
+        found = self.deriver.segments(restored.starts, restored.ends, self.scoring.extend(restored.seen, restored.added),
+                                      restored.heard)
+        if rescore:
+            written = self.sink.replace_scores(video.path, stored, restored, found, self.tagging_key, self.ids)
+        else:
+            written = self.sink.replace_segments(video.path, stored, found, self.tagging_key)
+        if not written:
             return False
+        self.summary.rescored += rescore
         self.summary.tagged += 1
         self.summary.segments += len(found)
         return True
@@ -232,14 +262,18 @@ class Scan:
         if changed:
             self._store_failure(video, "the file changed or vanished while it was scanned: scan again once it is complete")
             return
-        found = self.deriver.segments(outcome.starts, outcome.ends, outcome.scores[VIDEO], outcome.scores.get(AUDIO))
+        added = self.scoring.added(outcome.features.get(VIDEO))
+        found = self.deriver.segments(outcome.starts, outcome.ends, self.scoring.extend(outcome.scores[VIDEO], added),
+                                      outcome.scores.get(AUDIO))
         info, note = outcome.info, outcome.sound_note
+        streams = self.ids.streams
         self.sink.save_video(VideoResult(
             path=video.path, size=video.size, mtime_ns=video.mtime_ns, fingerprint=fingerprint(video.path, video.size),
             status="ok", decoder=outcome.decoder, duration=info.duration, fps=info.fps, frames=info.frames,
             width=info.width, height=info.height, window_starts=outcome.starts, window_ends=outcome.ends,
-            window_scores={self.window_model_ids[stream]: scores for stream, scores in outcome.scores.items()},
-            window_features={self.window_model_ids[stream]: features for stream, features in outcome.features.items()
+            window_scores={**{streams[stream]: scores for stream, scores in outcome.scores.items()},
+                           **({self.ids.heads: added} if added is not None else {})},
+            window_features={streams[stream]: features for stream, features in outcome.features.items()
                              if stream in outcome.scores} if self.settings.features else None,
             segments=found, settings=self.tagging_key,
             error=f"sound not used: {note}" if self.audio and note and note != "no audio stream" else None,
@@ -261,9 +295,11 @@ def scan(paths: Sequence[str], settings: ScanSettings, progress: ScanProgress | 
     """Tag every video under `paths` into the database of `settings`; see `Scan`.
 
     `models`: the vision and sound models, as `load_scan_models(settings)` chooses them (the default).
+    The add-on heads of the vision model's feature space come from the heads folder (`--heads`).
     """
     models = models or load_scan_models(settings)
     loaded = {VIDEO: models.video, **({AUDIO: models.audio} if models.audio else {})}
+    addons = AddOns.load(resolve_heads(settings.heads), models.video.contract)
     db = Database(settings.db)
     executor = None
     try:
@@ -271,7 +307,7 @@ def scan(paths: Sequence[str], settings: ScanSettings, progress: ScanProgress | 
         executor = make_executor(settings.executor, loaded, settings.batch_size,
                                  settings.workers, settings.timeout, settings.ray_address, settings.device)
         startup = time.monotonic() - starting
-        return Scan(settings, db, loaded, executor, progress or ScanProgress(), startup).run(paths)
+        return Scan(settings, db, loaded, executor, progress or ScanProgress(), startup, addons).run(paths)
     finally:
         if executor is not None:
             executor.close()

@@ -125,6 +125,8 @@ def render_summary(console: Console, summary: ScanSummary, db: str, audio_note: 
         ("failed", str(len(summary.failed))),
         ("left to other scans", f"{summary.elsewhere} (being tagged by another scan of this database)")
         if summary.elsewhere else None,
+        ("from stored features", f"{summary.rescored} of the tagged (scored again, not decoded)")
+        if summary.rescored else None,
         ("segments stored", str(summary.segments)),
         ("video time tagged", f"{summary.video_seconds:.1f} s in {summary.wall_seconds:.1f} s ({rate:.1f}x real time"
                               f"{', this scan alone' if shared else ''})"),
@@ -133,6 +135,7 @@ def render_summary(console: Console, summary: ScanSummary, db: str, audio_note: 
         if summary.executor != "local" else None,
         ("cluster", recovered(summary.recoveries)) if summary.recoveries.workers_lost else None,
         ("audio model", audio_note or (summary.audio_model or "none (vision only)")),
+        ("add-on heads", ", ".join(summary.heads)) if summary.heads else None,
     ]
     rows = [row for row in rows if row is not None]
     room = console.width - max(len(name) for name, _ in rows) - 7  # the value column, inside the borders
@@ -159,10 +162,11 @@ def recovered(recoveries) -> str:
     return f"{lost} lost, {counted(recoveries.videos_retried, 'video')} retried"
 
 
-def render_model(console: Console, model) -> None:
+def render_model(console: Console, model, taught: tuple[str, ...] = ()) -> None:
     """One model: identity, input geometry, providers, its sha256 on a line of its own (a table cell
     would wrap it at 80 columns), taggable labels with their thresholds, and the labels it
-    deliberately leaves out with the reason (`tagger.left_out`)."""
+    deliberately leaves out with the reason (`tagger.left_out`), but for those an add-on head
+    teaches (`taught`)."""
     c = model.contract
     table = Table(title=Text(printable(shortened_path(str(model.path), console.width))), show_header=False)
     table.add_row("name / arch / version", f"{model.name} / {c.arch} / {c.version}")
@@ -183,12 +187,14 @@ def render_model(console: Console, model) -> None:
         labels.add_row(Text(label), f"{c.threshold_for(label):.2f}")
     console.print(labels)
     for label, reason in c.left_out.items():
-        console.print(Text(f"not tagged: {label}: {reason}"))
+        if label not in taught:
+            console.print(Text(f"not tagged: {label}: {reason}"))
 
 
-def render_coverage(console: Console, video, audio, audio_note: str = "") -> None:
-    """Every label this pair of models can tag, and from what evidence."""
-    seen = set(video.contract.tag_labels)
+def render_coverage(console: Console, video, audio, audio_note: str = "", taught: tuple[str, ...] = ()) -> None:
+    """Every label this pair of models can tag, and from what evidence (`taught`: the labels of the
+    add-on heads, seen through the vision model's features)."""
+    seen = set(video.contract.tag_labels) | set(taught)
     heard = set(audio.contract.tag_labels) if audio else set()
     rows = Table("label", "can be tagged from", title=Text(f"sound model: {audio_note}") if audio_note else None)
     for label in sorted(seen | heard):

@@ -30,6 +30,7 @@ from tagger.selects import (
     select_segments, select_video, select_windows,
 )
 from tagger.schema import decode_scores, group_windows
+from tagger.scoring import extend_contract, extend_scores, is_addon_row, stored_addon_labels
 from tagger.segments import SegmentRules
 
 
@@ -128,7 +129,7 @@ def segment_records(db: str, query: SegmentQuery, rules: SegmentRules | None = N
 def rederive(rows: Iterable, known: dict, query: SegmentQuery, rules: SegmentRules,
              fusion: FusionRules = FusionRules()) -> Iterator[SimpleNamespace]:
     """Segments of every video in `rows` (from `select_windows`, video then time order) derived
-    from its stored vision and sound windows by the scan's deriver, then filtered by `query`.
+    from its stored vision, add-on and sound windows by the scan's deriver, then filtered by `query`.
 
     `known` comes from `select_models`: each window model's stored metadata is its contract.
     """
@@ -146,7 +147,11 @@ def rederive(rows: Iterable, known: dict, query: SegmentQuery, rules: SegmentRul
     for _, video_rows in groupby(rows, key=lambda r: r.video_id):
         video_rows = list(video_rows)
         streams: dict[str, tuple[ModelContract, object]] = {}
+        added = None  # (the add-on row's labels and thresholds, its windows)
         for model_id, arrays in group_windows(video_rows).items():
+            if is_addon_row(known[model_id].meta):
+                added = (model_id, stored_addon_labels(known[model_id].meta), arrays)
+                continue
             contract = contract_of(model_id)
             if contract is not None and contract.kind not in streams:
                 streams[contract.kind] = (contract, arrays)
@@ -155,11 +160,15 @@ def rederive(rows: Iterable, known: dict, query: SegmentQuery, rules: SegmentRul
         (seen_contract, seen), heard = streams["video"], streams.get("audio")
         if heard is not None and len(heard[1].starts) != len(seen.starts):
             heard = None  # not windows of the same plan: never stored so by a scan
-        pair = (id(seen_contract), id(heard[0]) if heard else None)
-        if pair not in derivers:
-            derivers[pair] = Deriver(seen_contract, heard[0] if heard else None, rules, fusion)
+        if added is not None and len(added[2].starts) != len(seen.starts):
+            added = None
+        key = (id(seen_contract), id(heard[0]) if heard else None, added[0] if added else None)
+        if key not in derivers:
+            extended = extend_contract(seen_contract, *added[1]) if added else seen_contract
+            derivers[key] = Deriver(extended, heard[0] if heard else None, rules, fusion)
+        scores = extend_scores(seen_contract, seen.scores, added[1][0], added[2].scores) if added else seen.scores
         first = video_rows[0]
-        for seg in derivers[pair].segments(seen.starts, seen.ends, seen.scores, heard[1].scores if heard else None):
+        for seg in derivers[key].segments(seen.starts, seen.ends, scores, heard[1].scores if heard else None):
             if query.labels and seg.label not in query.labels:
                 continue
             if query.source is not None and seg.source != query.source:
@@ -215,10 +224,7 @@ def video_timeline(db: str, path: str) -> VideoTimeline:
         UsageError: the video is not in the database.
     """
     with reading(db) as conn:
-        video = next(filter(None, (select_video(conn, p) for p in _spellings(path))), None)
-        if video is None:  # stored under another route to the same file (a symlinked folder)
-            same = [p for p in select_paths_named(conn, os.path.basename(path)) if _same_file(p, path)]
-            video = select_video(conn, same[0]) if same else None
+        video = select_video(conn, stored_path(conn, path))
         if video is None:
             raise UsageError(f"{path} is not in the database: scan it first (tagger scan {path})")
         exact = SegmentQuery(exact_path=video.path, order="time")
@@ -229,6 +235,33 @@ def video_timeline(db: str, path: str) -> VideoTimeline:
             kind = (known[row.model_id].meta or {}).get("tagger.kind", "video")
             counts[kind] = counts.get(kind, 0) + 1
     return VideoTimeline(video, segs, counts)
+
+
+def stored_path(conn: sa.Connection, path: str) -> str | None:
+    """The path the video at `path` is stored under (as given, absolute, resolved, or another route to
+    the same file, such as a symlinked folder), or None when it is not stored."""
+    for spelling in _spellings(path):
+        if select_video(conn, spelling) is not None:
+            return spelling
+    same = [p for p in select_paths_named(conn, os.path.basename(path)) if _same_file(p, path)]
+    return same[0] if same else None
+
+
+TIME_FORMS = "seconds (75.5), MM:SS or HH:MM:SS(.s)"
+
+
+def parse_time(text: str) -> float:
+    """Seconds from `75.5`, `1:15.5` or `0:01:15.5`; UsageError naming the forms otherwise."""
+    try:
+        parts = [float(part) for part in text.strip().split(":")]
+        if not 1 <= len(parts) <= 3 or any(p < 0 or p != p for p in parts) or any(p >= 60 for p in parts[1:]):
+            raise ValueError(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not a time: give {TIME_FORMS}") from None
+    seconds = 0.0
+    for part in parts:
+        seconds = seconds * 60 + part
+    return seconds
 
 
 def _spellings(path: str) -> list[str]:

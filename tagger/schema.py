@@ -213,22 +213,33 @@ class WindowArrays:
     starts: np.ndarray  # (W,) seconds
     ends: np.ndarray  # (W,) seconds
     scores: np.ndarray  # (W, K) float32
+    ids: np.ndarray | None = None  # (W,) window row ids, when the rows carried them
+    features: np.ndarray | None = None  # (W, D) float16, when the rows carried features and every window has them
 
 
 def group_windows(rows: Iterable) -> dict[int, WindowArrays]:
     """model id -> its windows, from one video's stored window rows (with model_id, start, end,
-    scores) in time order; the one place stored windows become arrays."""
+    scores; `id` and `features` too where selected) in time order; the one place stored windows
+    become arrays."""
     by_model: dict[int, list] = {}
     for row in rows:
         by_model.setdefault(row.model_id, []).append(row)
-    return {model_id: WindowArrays(np.array([r.start for r in mine]), np.array([r.end for r in mine]),
-                                   np.stack([decode_scores(r.scores) for r in mine]))
-            for model_id, mine in by_model.items()}
+    grouped = {}
+    for model_id, mine in by_model.items():
+        fields = mine[0]._fields
+        ids = np.array([r.id for r in mine], dtype=np.int64) if "id" in fields else None
+        vectors = [r.features for r in mine] if "features" in fields else [None]
+        features = None if any(v is None for v in vectors) else np.stack([decode_features(v) for v in vectors])
+        grouped[model_id] = WindowArrays(np.array([r.start for r in mine]), np.array([r.end for r in mine]),
+                                         np.stack([decode_scores(r.scores) for r in mine]), ids, features)
+    return grouped
 
 
-def video_windows(conn: sa.Connection, path: str) -> dict[int, WindowArrays]:
-    """model id -> the stored windows of the video at `path` (empty when none are stored)."""
+def video_windows(conn: sa.Connection, path: str, features: bool = False) -> dict[int, WindowArrays]:
+    """model id -> the stored windows of the video at `path` (empty when none are stored), with
+    their row ids, and with `features` their features."""
+    columns = [windows.c.id, windows.c.model_id, windows.c.start, windows.c.end, windows.c.scores]
     return group_windows(conn.execute(
-        sa.select(windows.c.model_id, windows.c.start, windows.c.end, windows.c.scores)
+        sa.select(*columns, *([windows.c.features] if features else []))
         .join(videos, videos.c.id == windows.c.video_id).where(videos.c.path == path)
         .order_by(windows.c.model_id, windows.c.start)))

@@ -32,6 +32,31 @@ def colour_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def feature_model(tmp_path_factory) -> Path:
+    """The colour model with a `features` output (its mean red, green, blue; space colour-test-1)
+    and no head of its own."""
+    return write_colour_model(tmp_path_factory.mktemp("models") / "colour_features.onnx", features=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request, tmp_path) -> str:
+    """A new database: a SQLite file, then (a second run of the test) a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "t.db")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def opens(monkeypatch, tmp_path) -> Path:
+    """The file `--decoders fake_decoders:CountingSource` appends each video it opens to, in the
+    scan's decoder processes: how often each video was decoded."""
+    log = tmp_path / "opens.log"
+    log.touch()
+    monkeypatch.setenv("TAGGER_TEST_OPEN_LOG", str(log))
+    return log
+
+
+@pytest.fixture(scope="session")
 def red_grey_blue_video(tmp_path_factory) -> Path:
     """10 s MPEG-4 AVI at 25 fps, 160x120: red until 3 s, grey until 6 s, then blue."""
     folder = tmp_path_factory.mktemp("rgb")
@@ -55,11 +80,12 @@ def _no_shipped_audio_by_default():
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch, tmp_path, request):
     """No test reads the user's TAGGER_* settings or writes to their data directory."""
-    for name in ("TAGGER_DB", "TAGGER_MODEL", "TAGGER_AUDIO_MODEL"):
+    for name in ("TAGGER_DB", "TAGGER_MODEL", "TAGGER_AUDIO_MODEL", "TAGGER_HEADS", "TAGGER_CACHE"):
         monkeypatch.delenv(name, raising=False)
     if request.node.get_closest_marker("shipped_audio") is not None:
         monkeypatch.setattr(tagger.model, "DEFAULT_AUDIO_MODEL_NAME", SHIPPED_AUDIO_MODEL)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # the feature index (tagger similar, learn)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield
 

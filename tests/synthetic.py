@@ -164,29 +164,46 @@ def write_colour_model(
     features: bool = False,
     whole_frame: int = 0,
     background: str | None = None,
+    head: tuple[np.ndarray, np.ndarray] | None = None,
+    space: str = "colour-test-1",
 ) -> Path:
     """An ONNX model whose score for Red/Green/Blue is the clip's mean channel value / 255.
 
     With `features`, it also gives those three means as its `features` output (`tagger.features`,
-    dim 3, space "colour-test-1"): a stored window's features are then its mean colour. With
+    dim 3, space `space`): a stored window's features are then its mean colour. With
     `whole_frame`, it takes whole frames of any size (`tagger.whole_frame`) instead of crops.
-    `background` names one label as the model's background label (never a tag).
+    `background` names one label as the model's background label (never a tag). With
+    `head` = (weights (K, 3), bias (K,)), its K `labels` score sigmoid(means @ weights.T + bias)
+    instead, and its metadata records that head (`tagger.head`), as a model whose own head is a
+    linear map of its features does: another model of the same space re-scores its windows.
     """
     import onnx
     from onnx import TensorProto, helper
 
     from tagger.contract import ModelContract
+    from tagger.heads import encode_matrix
 
+    means = "probs" if head is None else "means"
     nodes = [
         helper.make_node("Cast", ["frames"], ["as_float"], to=TensorProto.FLOAT),
         helper.make_node("ReduceMean", ["as_float", "axes"], ["mean"], keepdims=0),
-        helper.make_node("Div", ["mean", "scale"], ["probs"]),
+        helper.make_node("Div", ["mean", "scale"], [means]),
     ]
-    outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])]
+    initializers = []
+    if head is not None:
+        weights, bias = (np.asarray(x, dtype=np.float32) for x in head)
+        nodes += [helper.make_node("Gemm", [means, "head_weights", "head_bias"], ["logits"], transB=1),
+                  helper.make_node("Sigmoid", ["logits"], ["probs"])]
+        initializers += [helper.make_tensor("head_weights", TensorProto.FLOAT, list(weights.shape), weights.ravel()),
+                         helper.make_tensor("head_bias", TensorProto.FLOAT, [len(bias)], bias)]
+        extra = {**(extra or {}), "head": {"weights": encode_matrix(weights), "bias": [float(b) for b in bias],
+                                           "activation": "sigmoid"}}
+        features = True
+    outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", len(labels)])]
     if features:
-        nodes.append(helper.make_node("Identity", ["probs"], ["features"]))
+        nodes.append(helper.make_node("Identity", [means], ["features"]))
         outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 3]))
-        extra = {**(extra or {}), "features": {"dim": 3, "space": "colour-test-1"}}
+        extra = {**(extra or {}), "features": {"dim": 3, "space": space}}
     height, width = ("H", "W") if whole_frame else (size, size)
     graph = helper.make_graph(
         nodes,
@@ -196,6 +213,7 @@ def write_colour_model(
         initializer=[
             helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]),
             helper.make_tensor("scale", TensorProto.FLOAT, [], [255.0]),
+            *initializers,
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])

@@ -86,6 +86,9 @@ def test_tagger_help_gives_each_command_a_whole_summary(runner):
         "  failed      List the videos whose last scan failed, with the reason.",
         "  export      Write segments as csv, json, vtt, srt, edl or otio.",
         "  report      Write a static HTML report: timelines, thumbnails, filters.",
+        "  learn       Teach a label from examples, on stored features: no decoding.",
+        "  retag       Re-tag stored videos from their stored features: no decoding.",
+        "  similar     List the stored moments most like one moment of a video.",
     ]
 
 

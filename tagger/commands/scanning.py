@@ -9,9 +9,9 @@ import typer
 
 from tagger import errors
 from tagger.cli_app import (
-    AudioModelOption, DbOption, DeviceOption, ModelOption, app, boundary, debugging, err, out,
+    AudioModelOption, DbOption, DeviceOption, HeadsOption, ModelOption, app, boundary, debugging, err, out,
 )
-from tagger.config import ScanSettings, resolve_audio_model, resolve_db, resolve_model
+from tagger.config import ScanSettings, resolve_audio_model, resolve_db, resolve_heads, resolve_model
 from tagger.discover import DiscoveryRules
 from tagger.escaping import printable, undecodable_escaped
 from tagger.segments import SegmentRules
@@ -44,6 +44,7 @@ def scan(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", metavar="HOST:PORT", help="With --executor ray: HOST:PORT or auto [env: RAY_ADDRESS; default: a new local Ray]")] = None,
     lease: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds the claims of a scan that died keep its videos from other scans")] = ScanSettings.lease,
     features: Annotated[bool, typer.Option("--features/--no-features", help="Store what the model saw in each window, so labels taught later (tagger learn) and searches (tagger similar) need no decoding")] = ScanSettings.features,
+    heads: HeadsOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table; errors only")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print a JSON summary at the end")] = False,
 ) -> None:
@@ -67,7 +68,7 @@ def scan(
         batch_size=batch_size, workers=workers, timeout=timeout, force=force,
         decoders=tuple(name.strip() for name in decoders.split(",") if name.strip()),
         streams=streams, audio_model=resolve_audio_model(audio_model), executor=executor, ray_address=ray_address,
-        lease=lease, features=features,
+        lease=lease, features=features, heads=heads,
     )
     models = load_scan_models(settings)
     show = not quiet and not json_summary
@@ -105,18 +106,25 @@ def models(
     model: ModelOption = None,
     audio_model: AudioModelOption = None,
     device: DeviceOption = ScanSettings.device,
+    heads: HeadsOption = None,
 ) -> None:
     """Show the models a scan would use and what they can tag.
 
-    Labels, thresholds, window, crops, providers, and which labels come from vision, sound or both.
+    Labels, thresholds, window, crops, providers, which labels come from vision, sound or both, and
+    the add-on heads it would apply (labels taught with tagger learn, how they did held out).
 
     Example: tagger models --model exports/default.onnx
     """
+    from tagger.feature_views import render_addons
     from tagger.model import load_scan_models
     from tagger.progress import render_coverage, render_model
+    from tagger.scoring import AddOns
 
     chosen = load_scan_models(ScanSettings(db="", model=resolve_model(model), device=device,
                                            audio_model=resolve_audio_model(audio_model)))
+    folder = resolve_heads(heads)
+    taught = AddOns.load(folder, chosen.video.contract).labels
     for loaded in (chosen.video, chosen.audio) if chosen.audio else (chosen.video,):
-        render_model(out, loaded)
-    render_coverage(out, chosen.video, chosen.audio, chosen.audio_note)
+        render_model(out, loaded, taught)
+    render_coverage(out, chosen.video, chosen.audio, chosen.audio_note, taught)
+    render_addons(out, folder, chosen.video.contract)
