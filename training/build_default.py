@@ -37,10 +37,10 @@ from tagger.contract import ModelContract
 from tagger.deriver import Deriver
 from tagger.fusion import FusionRules
 from training.assemble import append_head, features_from_parts
-from training.audio_head import append_audio_head, mtt_prior_columns
+from training.audio_head import HIDDEN, append_audio_head, mtt_prior_columns
 from training.calibrate import ThresholdRule
 from training.corpus import CorpusError, CorpusItem, group_fold, read_manifest, split_groups
-from training.frame_head import Examples, HeadConfig, fit_head, head_scores
+from training.frame_head import Examples, HeadConfig, fit_head, head_scores, prior_head
 from training.frame_net import Projection, WindowFeatures
 from training.imagenet_map import tag_names
 from training.musicnn_map import MTT_TAGS, RAW_PREFIX
@@ -232,6 +232,8 @@ class Build:
 
     def fit_sound(self, rows) -> tuple[np.ndarray, np.ndarray]:
         heard = [(i, a) for i, _, a in rows if a is not None and i.kind == "video"]
+        if not heard:  # a silent corpus: the sound head keeps musicnn's own tags
+            return prior_head(mtt_prior_columns(AUDIO_TAGS), HIDDEN + len(MTT_TAGS), self.config.head)
         data = examples(heard, AUDIO_TAGS, 1.0)
         return fit_head(data, mtt_prior_columns(AUDIO_TAGS), self.config.head)
 
@@ -266,7 +268,8 @@ class Build:
                                                     self.config.thresholds))
                   for l2, scored in runs.items()}
         score = lambda l2, tag: tables[l2]["labels"][tag]["tagged"] - 2 * tables[l2]["labels"][tag]["wrong"]
-        self.l2 = [max(self.config.l2_grid, key=lambda l2: (score(l2, tag), -l2)) for tag in TAGS]
+        # ties go to the stronger pull towards ImageNet: a tag no held-out video measures keeps what the backbone knows
+        self.l2 = [max(self.config.l2_grid, key=lambda l2: (score(l2, tag), l2)) for tag in TAGS]
         self.card["choices"]["l2"] = {tag: {f"{l2:g}": f"{tables[l2]['labels'][tag]['tagged']} right, "
                                                       f"{tables[l2]['labels'][tag]['wrong']} wrong" for l2 in runs}
                                       | {"chosen": f"{chosen:g}"} for tag, chosen in zip(TAGS, self.l2)}

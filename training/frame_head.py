@@ -67,6 +67,16 @@ def fit_head(examples: Examples, prior_index: list[int | None], config: HeadConf
     return np.stack(weights).astype(np.float32), np.array(bias, np.float32)
 
 
+def prior_head(prior_index: list[int | None], dim: int, config: HeadConfig = HeadConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """The head before any example: each tag's weight on its own prior column, nothing else (a tag
+    with no prior scores sigmoid(0) = 0.5 everywhere, below no threshold the recipe can choose)."""
+    weights = np.zeros((len(prior_index), dim), np.float32)
+    for tag, column in enumerate(prior_index):
+        if column is not None:
+            weights[tag, column] = config.prior_weight
+    return weights, np.zeros(len(prior_index), np.float32)
+
+
 def _balanced(group_weights: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Example weights with the positives and the negatives of one tag each summing to 1."""
     out = np.zeros(len(target))
