@@ -286,8 +286,9 @@ class Build:
         rule = self.config.thresholds
         vision = choose_thresholds(best_windows([s for _, s, _ in scored]), truths, TAGS, rule)
         heard = [(i, a) for i, _, a in scored if a is not None]
-        sound = choose_thresholds(best_windows([a for _, a in heard]), [truth_of(i, AUDIO_TAGS) for i, _ in heard],
-                                  AUDIO_TAGS, rule)
+        sound = (choose_thresholds(best_windows([a for _, a in heard]), [truth_of(i, AUDIO_TAGS) for i, _ in heard],
+                                   AUDIO_TAGS, rule) if heard else
+                 {tag: rule.ceiling for tag in AUDIO_TAGS})  # no held-out sound measures the sound head: the strictest
         self.card["measured"]["out_of_fold_vision"] = video_table(best_windows([s for _, s, _ in scored]), truths,
                                                                   TAGS, vision)
         results = {}

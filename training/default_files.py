@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,7 @@ def ship(out_dir: Path, previous: tuple[Path, Path], target: Path = ROOT / "expo
 
     spec = importlib.util.spec_from_file_location("eval_default", ROOT / "bench" / "eval_default.py")
     gate = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = gate  # its dataclasses look their module up there
     spec.loader.exec_module(gate)
     videos = gate.labelled_videos(ROOT / "training" / "corpus_videos.tsv", Path("/work/videocorpus"), "test")
     new = gate.label_table(videos, gate.scan_tags("candidate", out_dir / "default.onnx", out_dir / "default_audio.onnx",

@@ -32,6 +32,7 @@ from training.pretrained import FEATURE_DIM, EfficientNetLite0
 REGION = 7  # feature-map cells a 224x224 crop covers at stride 32
 STRIDE = 32  # the backbone's total stride: frames are trimmed to multiples of it
 PRIOR_FLOOR = 1e-6  # log of a prior is taken at least at this probability
+SPANNED = 1e-4  # a component whose spread is below this share of the first one's is noise
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,17 @@ class Projection:
 
     @classmethod
     def fit(cls, pooled: np.ndarray, dim: int) -> Projection:
-        """PCA of `pooled` (n, 2560) to `dim` components, each scaled to unit variance."""
+        """PCA of `pooled` (n, 2560) to `dim` components, each scaled to unit variance. A component
+        the examples do not span (fewer examples than `dim`, or copies) is all zeros: scaling its
+        rounding noise up would give unseen windows huge values there."""
         mean = pooled.mean(axis=0)
         centred = (pooled - mean).astype(np.float64)
         _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+        matrix = np.zeros((pooled.shape[1], dim))
         scale = singular[:dim] / np.sqrt(max(1, len(pooled) - 1))
-        return cls(mean.astype(np.float32), (vt[:dim].T / np.maximum(scale, 1e-6)).astype(np.float32))
+        spanned = scale > (scale[0] if len(scale) else 0.0) * SPANNED
+        matrix[:, : len(scale)][:, spanned] = vt[: len(scale)][spanned].T / scale[spanned]
+        return cls(mean.astype(np.float32), matrix.astype(np.float32))
 
 
 class WindowFeatures(nn.Module):
