@@ -180,6 +180,8 @@ def render_model(console: Console, model, taught: tuple[str, ...] = ()) -> None:
         table.add_row("patch", f"{c.patch_seconds:.3f} s of mono sound at {c.sample_rate} Hz")
     table.add_row("providers", ", ".join(model.providers))
     table.add_row("background label", c.background or "(none)")
+    table.add_row("stored features", f"{c.feature_dim} values a window (tagger learn, similar)" if c.feature_dim
+                  else "none (labels taught later need a rescan)")
     console.print(table)
     console.print(f"sha256 {model.sha256}", markup=False, highlight=False, soft_wrap=True)  # one line: copied whole
     labels = Table("label", "threshold")

@@ -28,6 +28,13 @@ def test_models_shows_labels_window_and_providers(runner, colour_model):
         assert text in result.stdout
 
 
+def test_models_says_whether_a_model_stores_features(runner, colour_model, feature_model):
+    plain = runner.invoke(app, ["models", "--model", str(colour_model)], terminal_width=80)
+    with_features = runner.invoke(app, ["models", "--model", str(feature_model)], terminal_width=80)
+    assert plain.exit_code == 0 and "none (labels taught later need a rescan)" in plain.stdout
+    assert with_features.exit_code == 0 and "3 values a window (tagger learn, similar)" in with_features.stdout
+
+
 @pytest.fixture(scope="module")
 def filled_db(red_grey_blue_video, colour_model, tmp_path_factory):
     from typer.testing import CliRunner
