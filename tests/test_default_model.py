@@ -8,9 +8,7 @@ output is what it says and leaves its scores alone. Nothing here downloads anyth
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_MB = 25.0  # the issue's limit for the shipped model
 GUITAR_CLIPS = ("v_PlayingGuitar_g16_c02.avi", "vta-ldm__0DCit2EBtjs_000030.mp4")
 CELLO_CLIPS = ("v_PlayingCello_g05_c01.avi", "maskvat.github.io__cello.mp4")
-
-
-def _load_bench(name: str):
-    """Import bench/NAME.py (bench/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +144,12 @@ def test_shipped_model_is_small_and_its_card_describes_this_file(shipped):
     assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and card["bytes"] == path.stat().st_size
     assert card["thresholds"] == {k: shipped.contract.threshold_for(k) for k in card["thresholds"]}
     assert card["features"]["dim"] == shipped.contract.feature_dim
+    gate = card["gate"]  # held-out real videos, per label, beside the default it replaced; measured when it shipped
+    assert gate["passed"] is True and gate["against"] == "v2.onnx" and "real videos" in gate["held_out"]
+    new, old = gate["test_split"]["new"], gate["test_split"]["previous"]
+    assert new["videos"] == old["videos"] >= 150 and set(new["labels"]) == set(old["labels"])
+    assert all({"videos", "tagged", "wrong"} <= set(row) for row in new["labels"].values())
+    assert card["measured"]["scan_speed"]["speed_x"] > 0 and "bench/scan_speed.py" in card["measured"]["scan_speed"]["summary"]
 
 
 def test_backbone_recognises_an_acoustic_guitar_in_a_real_frame(shared_data):

@@ -50,10 +50,7 @@ def fit_head(examples: Examples, prior_index: list[int | None], config: HeadConf
     x = torch.as_tensor(examples.features, dtype=torch.float64)
     n, d = x.shape
     k = examples.targets.shape[1]
-    start = torch.zeros(k, d, dtype=torch.float64)
-    for tag, column in enumerate(prior_index):
-        if column is not None:
-            start[tag, column] = config.prior_weight
+    start = torch.as_tensor(prior_head(prior_index, d, config)[0], dtype=torch.float64)
     weights, bias = [], []
     for tag in range(k):
         y = torch.as_tensor(examples.targets[:, tag], dtype=torch.float64)
