@@ -398,10 +398,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Error: {what} {path} not found: rebuild the corpus with python -m training.video_corpus build DIR",
                   file=sys.stderr)
             return 2
-    config = DefaultModelConfig(measure_scan_speed=not args.no_scan_speed)
+    config = DefaultModelConfig(measure_scan_speed=not args.no_scan_speed and not args.ship)  # ship measures what ships
     previous = (ROOT / "runs" / "eval" / "v2.onnx", ROOT / "runs" / "eval" / "v2_musicnn.onnx")
     if args.only_ship:
-        return 0 if ship(args.out, previous) else 1
+        return 0 if ship(args.out, previous, manifest=args.manifest, videos_root=args.videos) else 1
     try:
         card = run(args.out, config, args.videos, args.manifest, args.photos if args.photos.is_dir() else None,
                    args.work)
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {args.out / 'default.onnx'} and default_audio.onnx; out of fold: "
           f"{_summary(card['measured']['out_of_fold_fused'])}")
-    return 0 if not args.ship or ship(args.out, previous) else 1
+    return 0 if not args.ship or ship(args.out, previous, manifest=args.manifest, videos_root=args.videos) else 1
 
 
 if __name__ == "__main__":
