@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -55,6 +56,56 @@ class Scored:
 
 
 FEATURES_OUTPUT = "features"  # the optional second output (tagger.features)
+BATCH_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128)  # windows per call that measure_batch_size tries
+BATCH_TOLERANCE = 0.05  # the smallest batch within 5% of the best throughput is chosen
+
+
+@dataclass(frozen=True)
+class BatchMeasurement:
+    """Windows a second at each batch size tried on one session, and the size chosen."""
+
+    rates: dict[int, float]  # batch size -> windows a second; sizes that failed (out of memory) are absent
+    chosen: int
+
+    def describe(self) -> str:
+        """One line: "batch 32 (measured: 1: 41/s, 2: 80/s, ... windows a second)"."""
+        table = ", ".join(f"{size}: {rate:.0f}/s" for size, rate in self.rates.items())
+        return f"batch {self.chosen} (measured: {table} windows a second)"
+
+
+def choose_batch(rates: dict[int, float], tolerance: float = BATCH_TOLERANCE) -> int:
+    """The smallest batch size whose throughput is within `tolerance` of the best one measured:
+    larger batches add latency and memory for nothing once the device is busy."""
+    best = max(rates.values())
+    return min(size for size, rate in rates.items() if rate >= (1.0 - tolerance) * best)
+
+
+def measure_batch_size(model: LoadedModel, candidates: tuple[int, ...] = BATCH_CANDIDATES,
+                       seconds: float = 0.25, clock=time.perf_counter) -> BatchMeasurement:
+    """Time `model.run` at each batch size of `candidates` (random inputs of the model's shape,
+    one untimed call first, then calls for about `seconds`) and choose by `choose_batch`.
+
+    Stops early when a size fails (the device ran out of memory) or runs at under half the best
+    rate so far (past the device's sweet spot); the sizes measured until then decide.
+    """
+    rates: dict[int, float] = {}
+    for size in candidates:
+        inputs = model.sample_input(size)
+        try:
+            model.run(inputs)
+            calls, start = 0, clock()
+            while calls < 2 or (clock() - start < seconds and calls < 50):
+                model.run(inputs)
+                calls += 1
+            elapsed = clock() - start
+        except Exception:  # onnxruntime's allocation failures are untyped
+            if not rates:
+                raise
+            break
+        rates[size] = size * calls / max(elapsed, 1e-9)
+        if rates[size] < 0.5 * max(rates.values()):
+            break
+    return BatchMeasurement(rates, choose_batch(rates))
 
 
 @dataclass
@@ -67,6 +118,8 @@ class LoadedModel:
     session: object  # onnxruntime.InferenceSession
     output_name: str
     features: bool = False  # the model gives `features` too (tagger.features)
+    io_binding: bool = False  # run through onnxruntime IO binding (load_model sets it for CUDA sessions)
+    measured: BatchMeasurement | None = field(default=None, compare=False)  # auto_batch_size on CUDA
 
     @property
     def name(self) -> str:
@@ -77,27 +130,64 @@ class LoadedModel:
         return list(self.session.get_providers())
 
     def auto_batch_size(self) -> int:
-        """Windows per inference call: about 16 input frames on a CPU, 64 on CUDA (a window is
-        T * C frames: clip_len times crops).
+        """Windows per inference call when the user gives none: on CUDA the size measured on this
+        session (`measure_batch_size`, once per loaded model); on a CPU about 16 input frames.
 
         Measured on 2 cores with the default model (8 frames at 224x224): 1 window per call ran at
         259 ms a window and 296 MB peak, 16 windows at 531 ms and 3.7 GB; larger CPU batches only
-        thrash the caches. A GPU needs bigger batches to be busy.
+        thrash the caches. A GPU's best size depends on the card and the model: it is measured.
         """
-        frames = 64 if CUDA in self.providers else 16
-        return max(1, frames // max(1, self.contract.input_frames))
+        if CUDA not in self.providers:
+            return max(1, 16 // max(1, self.contract.input_frames))
+        if self.measured is None:
+            self.measured = measure_batch_size(self)
+        return self.measured.chosen
 
     def scores(self, inputs: np.ndarray) -> np.ndarray:
         """Per-label scores in [0, 1]: video frames (N, T*C, H, W, 3) uint8 or audio (N, S) float32 -> (N, K)."""
-        (raw,) = self.session.run([self.output_name], {self.contract.input_name: inputs})
-        return self._probabilities(raw)
+        return self._probabilities(self._outputs(inputs, [self.output_name])[0])
 
     def run(self, inputs: np.ndarray) -> Scored:
         """Scores, and features when the model gives them, of a batch of inputs."""
         if not self.features:
             return Scored(self.scores(inputs))
-        raw, features = self.session.run([self.output_name, FEATURES_OUTPUT], {self.contract.input_name: inputs})
+        raw, features = self._outputs(inputs, [self.output_name, FEATURES_OUTPUT])
         return Scored(self._probabilities(raw), np.asarray(features, dtype=np.float32))
+
+    def _outputs(self, inputs: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        if self.io_binding:
+            return self._run_bound(inputs, names)
+        return self.session.run(names, {self.contract.input_name: inputs})
+
+    def _run_bound(self, inputs: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """One call through onnxruntime's IO binding: the batch is copied to the session's device
+        once, as it is (uint8 frames: a quarter of the bytes of the float tensor the graph makes of
+        them), and each output is written straight into a host buffer, with no device copy of its own
+        left for Python to fetch."""
+        import onnxruntime as ort
+
+        device = "cuda" if CUDA in self.providers else "cpu"
+        binding = self.session.io_binding()
+        value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(inputs), device, 0)
+        binding.bind_ortvalue_input(self.contract.input_name, value)
+        for name in names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
+    def sample_input(self, batch: int, seed: int = 0) -> np.ndarray:
+        """A batch of random inputs of this model's shape, for measuring: uint8 frames of a 16:9
+        picture for a video model (a whole-frame model's frame trimmed as the scan trims it), float
+        sound for an audio model."""
+        rng = np.random.default_rng(seed)
+        c = self.contract
+        if c.kind != "video":
+            return rng.uniform(-0.5, 0.5, (batch, round(c.patch_seconds * c.sample_rate))).astype(np.float32)
+        if c.whole_frame:
+            short, m = c.resize, c.whole_frame
+            h, w = max(m, short // m * m), max(m, short * 16 // 9 // m * m)
+            return rng.integers(0, 256, (batch, c.clip_len, h, w, 3), dtype=np.uint8)
+        return rng.integers(0, 256, (batch, c.input_frames, *c.size, 3), dtype=np.uint8)
 
     def _probabilities(self, raw) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float32)
@@ -166,7 +256,8 @@ def load_model(path: str | os.PathLike | None, device: str = "auto", threads: in
     props = dict(session.get_modelmeta().custom_metadata_map)
     contract = ModelContract.from_metadata(props, source=str(model_path))
     output_name, features = _check_io(session, contract, model_path)
-    return LoadedModel(model_path, file_sha256(model_path), contract, session, output_name, features)
+    return LoadedModel(model_path, file_sha256(model_path), contract, session, output_name, features,
+                       io_binding=CUDA in session.get_providers())
 
 
 def load_audio_model(path: str | os.PathLike | None, device: str = "auto", threads: int = 0) -> LoadedModel | None:

@@ -36,7 +36,7 @@ def scan(
     force: Annotated[bool, typer.Option(help="Re-tag videos even when unchanged")] = False,
     workers: Annotated[Optional[int], typer.Option(metavar="N", help="Decoder processes (1-64), or Ray actors with --executor ray [default: one per core, or per CPU of the cluster]")] = None,
     timeout: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds a decoder may make no progress before it is killed")] = ScanSettings.timeout,
-    batch_size: Annotated[int, typer.Option(metavar="N", help="Windows per inference batch; 0 = auto (about 16 frames on CPU, 64 on CUDA)")] = ScanSettings.batch_size,
+    batch_size: Annotated[int, typer.Option(metavar="N", help="Windows per inference batch; 0 = auto (about 16 frames on CPU, measured on CUDA)")] = ScanSettings.batch_size,
     decoders: Annotated[str, typer.Option(metavar="NAMES", help="Decoders to try in order: pyav, decord, or module:FrameSourceClass")] = ",".join(ScanSettings.decoders),
     streams: Annotated[str, typer.Option(metavar="STREAMS", help="both: vision and sound (when a sound model goes with the vision model); video: vision only")] = ScanSettings.streams,
     audio_model: AudioModelOption = None,
