@@ -87,6 +87,14 @@ def segment_changes(before: list, after: list, window: float) -> list[str]:
     return changes
 
 
+def video_changes(old: dict | None, new: dict | None, window: float) -> list[str]:
+    """What changed for one video between two `stored` records (None: absent on that side): its
+    status, or else its segments (`segment_changes`)."""
+    if old is None or new is None or old["status"] != new["status"]:
+        return [f"status {old and old['status']} -> {new and new['status']}"]
+    return segment_changes(old["segments"], new["segments"], window)
+
+
 def decoding(path: str, contract) -> str:
     """How the new path decodes `path` for `contract`: strategy, frames decoded per frame used."""
     from tagger.decode import DECODERS, open_video
@@ -113,11 +121,7 @@ def compare(folder: Path, extra: list[str], contract) -> list[dict]:
     rows = []
     for path in sorted(set(before) | set(after)):
         old, new = before.get(path), after.get(path)
-        changes = []
-        if old is None or new is None or old["status"] != new["status"]:
-            changes.append(f"status {old and old['status']} -> {new and new['status']}")
-        else:
-            changes += segment_changes(old["segments"], new["segments"], contract.window_seconds)
+        changes = video_changes(old, new, contract.window_seconds)
         drift = 0.0
         if old and new and len(old["scores"]) == len(new["scores"]) and old["scores"]:
             drift = float(max(np.abs(a - b).max() for a, b in zip(old["scores"], new["scores"])))

@@ -184,9 +184,10 @@ class LoadedModel:
         if c.kind != "video":
             return rng.uniform(-0.5, 0.5, (batch, round(c.patch_seconds * c.sample_rate))).astype(np.float32)
         if c.whole_frame:
-            short, m = c.resize, c.whole_frame
-            h, w = max(m, short // m * m), max(m, short * 16 // 9 // m * m)
-            return rng.integers(0, 256, (batch, c.clip_len, h, w, 3), dtype=np.uint8)
+            from tagger.decode import whole_frame
+
+            frames = rng.integers(0, 256, (batch, c.clip_len, c.resize, c.resize * 16 // 9, 3), dtype=np.uint8)
+            return np.ascontiguousarray(whole_frame(frames, c.whole_frame))
         return rng.integers(0, 256, (batch, c.input_frames, *c.size, 3), dtype=np.uint8)
 
     def _probabilities(self, raw) -> np.ndarray:
