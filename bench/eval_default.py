@@ -17,8 +17,10 @@ only (fold 0 of 5 by split group: nothing of them trained, calibrated or chose a
 shared clips are always held out. A video's truth is the union of its manifest rows.
 
 The gate: the first model passes against each other one when no label with 3 or more held-out
-videos has a lower recall or more wrong tags with it. Exit 0 when it passes, 1 when it does not,
-2 for a usage error.
+videos has a lower recall or more wrong tags with it. A comparison with nothing in it is refused,
+not passed: every held-out video must scan (none failed, every one stored as scanned), and every
+model must tag at least one of them. Exit 0 when it passes, 1 when it does not, 2 for a usage
+error, 3 when the measurement was refused.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ SHARED = ROOT.parent / "shared" / "data"
 EVAL_DIR = ROOT / "runs" / "eval"
 PREVIOUS = EVAL_DIR / "v2.onnx"  # the default this one replaces (git show 1e9d463:exports/default.onnx)
 MIN_VIDEOS = 3  # labels with fewer held-out videos are shown, not gated
+
+
+class Unmeasured(Exception):
+    """The scans behind a comparison measured nothing trustworthy: a video failed or was not stored,
+    or a model tagged none of the videos. Its text is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -88,12 +95,28 @@ def scan_tags(name: str, vision: Path, sound: Path | None, videos: list[Labelled
     db = EVAL_DIR / f"{name}-{key}.db"
     settings = ScanSettings(db=str(db), model=str(vision), audio_model=str(sound) if sound else None,
                             streams="both" if sound else "video")
-    scan([str(v.path) for v in videos], settings)  # a re-run scans only what is not stored yet
+    missing = [v.path for v in videos if not v.path.is_file()]
+    if missing:
+        raise Unmeasured(f"{name}: {len(missing)} of {len(videos)} held-out videos are not on disk "
+                         f"(first: {missing[0]}): rebuild the corpus with python -m training.video_corpus build DIR")
+    summary = scan([str(v.path) for v in videos], settings)  # a re-run scans only what is not stored yet
+    if summary.failed:
+        first = summary.failed[0]
+        raise Unmeasured(f"{name}: {len(summary.failed)} of {len(videos)} held-out videos failed to scan "
+                         f"(first: {first.path}: {first.reason}); nothing is compared until every one scans")
     tags: dict[Path, set[str]] = {v.path: set() for v in videos}
     with sqlite3.connect(db) as conn:
+        stored = {Path(path) for path, in conn.execute("select path from videos where status = 'ok'")}
         for path, label in conn.execute("select v.path, s.label from segments s join videos v on v.id = s.video_id"):
             if Path(path) in tags:
                 tags[Path(path)].add(label)
+    unscanned = [path for path in tags if path not in stored]
+    if unscanned:
+        raise Unmeasured(f"{name}: {len(unscanned)} of {len(videos)} held-out videos are not stored as scanned in "
+                         f"{db} (first: {unscanned[0]}); delete that database and run again")
+    if not any(tags.values()):
+        raise Unmeasured(f"{name}: tagged none of the {len(videos)} held-out videos, so nothing was measured; "
+                         f"scan one of them with tagger scan --model {vision} to see why")
     return tags
 
 
@@ -174,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Error: --model {name}: {path} not found", file=sys.stderr)
                 return 2
     videos = labelled_videos(args.manifest, args.root, args.split)
-    tables = [label_table(videos, scan_tags(name, vision, sound, videos)) for name, vision, sound in models]
+    try:
+        tables = [label_table(videos, scan_tags(name, vision, sound, videos)) for name, vision, sound in models]
+    except Unmeasured as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 3
     names = [name for name, _, _ in models]
     print(format_tables(names, tables))
     failures = {other: gate(tables[0], table) for other, table in zip(names[1:], tables[1:])}

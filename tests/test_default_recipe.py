@@ -205,3 +205,40 @@ def test_the_model_benches_and_build_say_what_is_wrong_in_one_line(command, code
     done = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == code
     assert done.stderr.strip().splitlines()[-1] == message
+
+
+def _eval_default(monkeypatch, tmp_path):
+    """bench/eval_default.py as a module, its scan databases under tmp_path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_default_under_test", ROOT / "bench" / "eval_default.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "EVAL_DIR", tmp_path / "eval")
+    return module
+
+
+def test_the_gate_refuses_scans_that_measured_nothing(monkeypatch, tmp_path, colour_model):
+    from synthetic import BLUE, RED, solid
+
+    gate = _eval_default(monkeypatch, tmp_path)
+    red = write_video(tmp_path / "red.avi", 3, colour_at=solid(RED))
+    black = write_video(tmp_path / "black.avi", 3, colour_at=solid((0, 0, 0)))
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all" * 100)
+
+    def held_out(*paths):
+        return [gate.Labelled(Path(p), frozenset({"Red"}), frozenset(), False) for p in paths]
+
+    assert gate.scan_tags("m", colour_model, None, held_out(red, black)) == {red: {"Red"}, black: set()}
+    with pytest.raises(gate.Unmeasured, match=r"^m: tagged none of the 1 held-out videos, so nothing was measured"):
+        gate.scan_tags("m", colour_model, None, held_out(black))
+    with pytest.raises(gate.Unmeasured, match=rf"^m: 1 of 2 held-out videos failed to scan \(first: {broken}: "):
+        gate.scan_tags("m", colour_model, None, held_out(red, broken))
+    with pytest.raises(gate.Unmeasured, match=r"^m: 1 of 2 held-out videos are not on disk \(first: .*gone.avi\)"):
+        gate.scan_tags("m", colour_model, None, held_out(red, tmp_path / "gone.avi"))
+    blue = write_video(tmp_path / "blue.avi", 3, colour_at=solid(BLUE))
+    videos = held_out(blue, red)
+    table = gate.label_table(videos, gate.scan_tags("m", colour_model, None, videos))
+    assert table["labels"]["Red"] == {"videos": 2, "tagged": 1, "wrong": 0, "wrong_on": []}

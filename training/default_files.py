@@ -67,7 +67,8 @@ def ship(out_dir: Path, previous: tuple[Path, Path], target: Path = ROOT / "expo
     """The gate (bench/eval_default.py on the test split's real videos, against `previous` = (vision,
     sound)): when no label with 3 or more held-out videos gets worse, copy the models into `target`,
     measure the scan there (bench/scan_speed.py), and write a card with the gate's per-label tables
-    side by side, the scan speed and the files' sha256. Returns whether it passed.
+    side by side, the scan speed and the files' sha256. Returns whether it passed; a gate whose scans
+    measured nothing (a video failed or a model tagged none) is refused and ships nothing.
 
     The candidate's sound model is OUT/default_audio.onnx when the build wrote one, else the shipped
     musicnn (what `tagger scan` pairs with a default that names no sound model)."""
@@ -83,8 +84,12 @@ def ship(out_dir: Path, previous: tuple[Path, Path], target: Path = ROOT / "expo
     own_sound = (out_dir / "default_audio.onnx").is_file()
     sound = out_dir / "default_audio.onnx" if own_sound else target / DEFAULT_AUDIO_MODEL_NAME
     videos = gate.labelled_videos(manifest, videos_root, "test")
-    new = gate.label_table(videos, gate.scan_tags("candidate", out_dir / "default.onnx", sound, videos))
-    old = gate.label_table(videos, gate.scan_tags("previous", *previous, videos))
+    try:
+        new = gate.label_table(videos, gate.scan_tags("candidate", out_dir / "default.onnx", sound, videos))
+        old = gate.label_table(videos, gate.scan_tags("previous", *previous, videos))
+    except gate.Unmeasured as exc:
+        echo(f"gate refused, nothing shipped: {exc}")
+        return False
     worse = gate.gate(new, old)
     echo(gate.format_tables(["new", "previous"], [new, old]))
     card = json.loads((out_dir / "default.json").read_text())
